@@ -1,0 +1,27 @@
+"""Shared test fixtures: paths to the official golden outputs and a quiet, seeded torch."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL_FIXTURES = Path(
+    os.environ.get('STL_MM_FIXTURES', REPO_ROOT.parent / 'shared' / 'fixtures' / 'fan_official'))
+
+
+@pytest.fixture(scope='session')
+def official_fixtures() -> Path:
+    """Folder of golden outputs of the official FAN/STL code (see its README.md)."""
+    if not (OFFICIAL_FIXTURES / 'manifest.json').is_file():
+        raise FileNotFoundError(
+            f'Golden fixtures not found at {OFFICIAL_FIXTURES}. Check out shared/ beside the '
+            'repository or set STL_MM_FIXTURES to the fan_official folder.')
+    return OFFICIAL_FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    yield
