@@ -1,0 +1,36 @@
+"""Let mmengine 0.10.7 load its own checkpoints under torch >= 2.6.
+
+torch 2.6 made ``torch.load(weights_only=True)`` the default, and mmengine 0.10.7 calls
+``torch.load`` without that argument. Safe loading then refuses the few non-tensor objects that
+mmengine itself writes into a checkpoint (the message hub's ``HistoryBuffer`` and the numpy arrays
+and scalars inside it). Rather than turning safe loading off, we allow-list exactly those globals,
+plus ``argparse.Namespace``, which timm's checkpoint saver (used by the official FAN/STL code)
+stores under ``args``. Every other pickled global is still refused.
+"""
+import argparse
+from typing import List
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+
+def _numpy_globals() -> List:
+    """numpy objects that pickled arrays and scalars reference, under both module paths.
+
+    Checkpoints written with numpy 1 name ``numpy.core.multiarray``; numpy 2 renamed the module
+    to ``numpy._core.multiarray``. Both names map to the same functions.
+    """
+    multiarray = np._core.multiarray
+    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
+    for old_name in ('_reconstruct', 'scalar'):
+        allowed.append((getattr(multiarray, old_name), f'numpy.core.multiarray.{old_name}'))
+    # Each concrete dtype has its own class (numpy.dtypes.Float64DType, ...).
+    for scalar_type in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                        np.uint8, np.bool_):
+        allowed.append(type(np.dtype(scalar_type)))
+    return allowed
+
+
+MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, argparse.Namespace, *_numpy_globals()]
+torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)

@@ -1,0 +1,102 @@
+"""What tools/train.py and tools/test.py share: config preparation, CPU distributed set-up,
+runner construction and reading official checkpoints for testing."""
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+__all__ = ['DictAction', 'prepare_config', 'build_runner', 'checkpoint_for_testing']
+
+
+def prepare_config(config: str,
+                   work_dir: Optional[str] = None,
+                   cfg_options: Optional[dict] = None,
+                   launcher: str = 'none',
+                   amp: bool = False) -> Config:
+    """Read a config and apply the command-line choices every tool offers.
+
+    Args:
+        config: Path of the config file.
+        work_dir: Overrides the config's ``work_dir``; defaults to ``work_dirs/<config name>``.
+        cfg_options: ``--cfg-options`` key/value pairs, merged last.
+        launcher: ``none``, ``pytorch`` (torchrun) or ``slurm``.
+        amp: Use automatic mixed precision (``AmpOptimWrapper``).
+    """
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
+    if amp:
+        if not torch.cuda.is_available():
+            raise SystemExit('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper uses the '
+                             'CUDA grad scaler); drop --amp to train in float32 on CPU.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if launcher != 'none' and not torch.cuda.is_available():
+        _use_gloo_on_cpu(cfg)
+    return cfg
+
+
+def _use_gloo_on_cpu(cfg: Config) -> None:
+    """Run ``--launcher pytorch`` on a machine without GPUs: one CPU process per rank.
+
+    mmengine's own initialisation always selects a CUDA device and its default DDP wrapper pins
+    ``device_ids`` to a GPU, so on CPU we open the gloo process group ourselves (the runner then
+    skips its own) and let DDP wrap CPU modules (``device_ids=None``).
+    """
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend='gloo')
+    cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the runner the config asks for (``runner_type``) in the config's default scope."""
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    from mmengine.registry import RUNNERS
+    return RUNNERS.build(cfg)
+
+
+def checkpoint_for_testing(checkpoint: str, work_dir: str, use_ema: bool = True) -> str:
+    """Return a checkpoint path that mmengine's runner can load into our classifiers.
+
+    mmengine checkpoints are returned unchanged. Official FAN/STL checkpoints (timm layout) are
+    converted once, choosing EMA weights when present, and written under ``work_dir``.
+    """
+    from stl_mm.models.backbones.fan_checkpoint import official_to_stl_mm, read_checkpoint
+    state_dict, info = read_checkpoint(checkpoint, use_ema=use_ema)
+    if any(key.startswith('backbone.') for key in state_dict):
+        return checkpoint
+    converted = osp.join(work_dir, 'converted_' + osp.basename(checkpoint))
+    if torch_dist.is_initialized() and torch_dist.get_rank() != 0:
+        torch_dist.barrier()
+        return converted
+    os.makedirs(work_dir, exist_ok=True)
+    torch.save({'state_dict': official_to_stl_mm(state_dict), 'meta': {'converted_from': checkpoint,
+                                                                       'weights': info}},
+               converted)
+    print(f'[stl_mm] official checkpoint {checkpoint} ({info}) converted to {converted}')
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+    return converted
+
+
+def parse_launcher_env(local_rank: Optional[int]) -> None:
+    """Expose ``--local_rank`` (old ``torch.distributed.launch``) as ``LOCAL_RANK``."""
+    if local_rank is not None and 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+LAUNCHERS: Sequence[str] = ('none', 'pytorch', 'slurm')
