@@ -6,9 +6,15 @@ mmengine itself writes into a checkpoint (the message hub's ``HistoryBuffer`` an
 and scalars inside it). Rather than turning safe loading off, we allow-list exactly those globals,
 plus ``argparse.Namespace``, which timm's checkpoint saver (used by the official FAN/STL code)
 stores under ``args``. Every other pickled global is still refused.
+
+``HistoryBuffer`` also pickles its registry of statistics methods, each as
+``getattr(HistoryBuffer, 'min')``. Allowing the builtin ``getattr`` would open every attribute of
+every allowed object, so the name ``builtins.getattr`` is instead bound to
+:func:`_history_buffer_method`, which resolves those lookups and nothing else.
 """
 import argparse
-from typing import List
+import pickle
+from typing import Callable, List
 
 import numpy as np
 import torch
@@ -32,5 +38,18 @@ def _numpy_globals() -> List:
     return allowed
 
 
-MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, argparse.Namespace, *_numpy_globals()]
+def _history_buffer_method(owner: type, name: str) -> Callable:
+    """``getattr`` for unpickling, limited to HistoryBuffer's statistics methods."""
+    registered = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and name in registered:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'stl_mm refuses getattr({owner!r}, {name!r}) while loading a checkpoint with '
+        'weights_only=True: only HistoryBuffer statistics methods are allowed.')
+
+
+MMENGINE_CHECKPOINT_GLOBALS = [
+    HistoryBuffer, argparse.Namespace, *_numpy_globals(),
+    (_history_buffer_method, 'builtins.getattr'), (_history_buffer_method, '__builtin__.getattr')
+]
 torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)

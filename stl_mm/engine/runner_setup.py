@@ -58,6 +58,7 @@ def _use_gloo_on_cpu(cfg: Config) -> None:
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
     wrapper.setdefault('broadcast_buffers', False)
+    wrapper['device_ids'] = None  # mmengine would otherwise fill in [LOCAL_RANK], a GPU index
     cfg.model_wrapper_cfg = wrapper
 
 

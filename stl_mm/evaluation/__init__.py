@@ -1,1 +1,2 @@
 from . import metrics  # noqa: F401
+from . import reports, token_label_quality  # noqa: F401

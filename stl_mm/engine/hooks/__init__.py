@@ -1,0 +1,3 @@
+from .frozen_teacher_hook import FrozenTeacherHook
+
+__all__ = ['FrozenTeacherHook']

@@ -1,0 +1,3 @@
+from .token_labeling_head import TokenLabelingHead
+
+__all__ = ['TokenLabelingHead']

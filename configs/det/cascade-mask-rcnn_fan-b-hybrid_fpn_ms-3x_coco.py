@@ -1,0 +1,15 @@
+# Cascade Mask R-CNN, FAN-B-Hybrid backbone, FPN, multi-scale 3x, COCO (FAN/STL Table 5).
+# Recipe: ./_base_/cascade-mask-rcnn_fan-hybrid_fpn_ms-3x_coco.py.
+_base_ = ['./_base_/cascade-mask-rcnn_fan-hybrid_fpn_ms-3x_coco.py']
+
+# ImageNet-1k FAN-B-Hybrid weights: an official release (timm layout) or a stl_mm classifier
+# checkpoint (tools/train.py on configs/fan or configs/stl); the backbone reads either.
+#   official: https://github.com/zhoudaquan/fully_attentional_network_ckpt/releases/download/v1.0.0/fan_hybrid_base.pth.tar  # noqa: E501
+checkpoint = 'checkpoints/fan_hybrid_base.pth.tar'
+
+model = dict(
+    backbone=dict(
+        arch='base-hybrid',
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+    # Stem stages (128, 256), FAN tokens (448), learnable downsample (768).
+    neck=dict(in_channels=[128, 256, 448, 768]))

@@ -1,0 +1,41 @@
+"""Datasets of the classification robustness suites run by ``tools/test_robustness.py``.
+
+The four data roots below are the only place where the suites' data locations are set
+(``--data-root SUITE=PATH`` overrides one for a single run). Each suite gives the dataset; the
+test pipeline, batch size and workers come from the model config being evaluated, so every suite
+sees the images exactly as the clean evaluation does.
+
+Expected layouts:
+    imagenet_root:   val/<wnid>/<image>, or mmpretrain's val/ + meta/val.txt (then add
+                     ann_file='meta/val.txt' to ``in1k`` and ``in_c_on_the_fly``)
+    imagenet_c_root: <corruption>/<severity>/<wnid>/<image>  (the published ImageNet-C)
+    imagenet_a_root: <wnid>/<image>  (200 wnids)
+    imagenet_r_root: <wnid>/<image>  (200 wnids)
+"""
+imagenet_root = 'data/imagenet'
+imagenet_c_root = 'data/imagenet-c'
+imagenet_a_root = 'data/imagenet-a'
+imagenet_r_root = 'data/imagenet-r'
+
+# ImageNet-1K val: clean top-1, the reference for retention and relative mCE.
+in1k = dict(dataset=dict(type='WnidImageFolder', data_root=imagenet_root, data_prefix='val'))
+
+# ImageNet-C as downloaded (JPEG, 224x224). The tool picks corruptions and severities per cell.
+in_c = dict(dataset=dict(type='ImageNetC', data_root=imagenet_c_root))
+
+# ImageNet-C generated at load time from the clean val set (``--in-c-on-the-fly``), for those
+# without the download. The images are first brought to 224x224 as ImageNet-C was made (resize
+# 256, centre crop 224), corrupted with a per-image seed, and JPEG-compressed at quality 85 like
+# the release; the random draws differ from the release, so numbers differ slightly.
+in_c_on_the_fly = dict(
+    dataset=dict(type='CorruptedImageNet', data_root=imagenet_root, data_prefix='val', seed=0),
+    corruption_pipeline=[
+        dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+             interpolation='bilinear'),
+        dict(type='CenterCrop', crop_size=224),
+        dict(type='ImageCorruption', jpeg_quality=85),
+    ])
+
+# ImageNet-A and ImageNet-R: 200-class subsets; predictions are restricted to those classes.
+in_a = dict(dataset=dict(type='ImageNetA', data_root=imagenet_a_root))
+in_r = dict(dataset=dict(type='ImageNetR', data_root=imagenet_r_root))

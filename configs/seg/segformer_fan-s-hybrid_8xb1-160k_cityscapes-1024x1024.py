@@ -1,0 +1,14 @@
+# FAN-S-Hybrid encoder + SegFormer head, Cityscapes 1024x1024, 160k iterations on 8 GPUs x 1 image
+# (recipe and data pipeline in the _base_ file).
+_base_ = './_base_/segformer_fan-hybrid_cityscapes-1024x1024.py'
+
+# ImageNet-1k weights of the encoder: an stl_mm checkpoint (FAN or STL, mmpretrain layout), or an
+# official FAN / STL release (fan_small_12_p4_hybrid, timm layout; EMA weights are preferred).
+pretrained = 'checkpoints/fan_small_12_p4_hybrid_in1k.pth'
+
+model = dict(
+    backbone=dict(
+        arch='small-hybrid',
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    # Widths of the four levels: stem strides 4 and 8, then the token width twice (stride 16).
+    decode_head=dict(in_channels=[128, 256, 384, 384]))

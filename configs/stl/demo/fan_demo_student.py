@@ -1,0 +1,67 @@
+# STL stage 2 on Fashion-MNIST (demo): the student, trained with the class loss
+# + beta * mean over tokens of CE(token logits, token labels of the frozen stage-1 teacher),
+# beta = 1, as configs/stl/fan_*_student.py on ImageNet: the teacher sees a view sharing the
+# crop, flip and geometric RandAugment ops of the student's view but none of its photometric
+# ops or erasing (DualView), and its token logits become hard Gumbel-softmax labels.
+_base_ = ['./fan_demo_base.py']
+
+model = dict(
+    mode='student',
+    token_loss=dict(
+        type='GumbelTokenLabelLoss',
+        mode='gumbel',
+        tau=1.0,
+        label_smoothing=0.1,
+        loss_weight=1.0,
+        token_label_mix='none'),
+)
+
+train_pipeline = [
+    dict(type='GrayToBGR'),
+    dict(
+        type='DualView',
+        shared=[
+            dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0),
+                 backend='pillow', interpolation='bicubic'),
+            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+        ],
+        rand_augment=dict(
+            type='RandAugment',
+            policies='timm_increasing',
+            num_policies=2,
+            total_level=10,
+            magnitude_level=6,
+            magnitude_std=0.5,
+            hparams=dict(pad_val=_base_.background, interpolation='bicubic')),
+        geometric_ops=('Rotate', 'Shear', 'Translate'),
+        student_only=[
+            dict(
+                type='RandomErasing',
+                erase_prob=0.25,
+                mode='rand',
+                min_area_ratio=0.02,
+                max_area_ratio=1 / 4,
+                fill_color=_base_.data_preprocessor['mean'],
+                fill_std=_base_.data_preprocessor['std']),
+        ]),
+    # Packs the student view as `inputs` and the teacher view as `teacher_inputs`.
+    dict(type='PackDualViewInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+# The frozen teacher: the stage-1 token labeler. tools/demo.py points it at the checkpoint
+# stage 1 just wrote (--cfg-options default_hooks.teacher.checkpoint=PATH).
+default_hooks = dict(
+    teacher=dict(
+        type='FrozenTeacherHook',
+        model=dict(
+            type='TokenLabelingClassifier',
+            mode='labeler',
+            backbone=dict(type='FAN', arch=_base_.demo_fan_arch),
+            head=dict(
+                type='TokenLabelingHead',
+                num_classes=_base_.num_classes,
+                in_channels=_base_.demo_fan_arch['embed_dims'],
+                with_token_head=True)),
+        checkpoint='work_dirs/fan_demo_token_labeler/epoch_6.pth',
+        use_ema=True))

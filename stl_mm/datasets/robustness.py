@@ -1,0 +1,322 @@
+"""Datasets of the classification robustness suites: ImageNet-1K val, ImageNet-C (published
+or generated on the fly), ImageNet-A and ImageNet-R.
+
+Every dataset labels images by ImageNet-1K class (index into the sorted 1000 wnids shipped in
+``imagenet_wnids.txt``), except ImageNet-A and -R, whose 200 classes are labelled 0..199 in
+sorted-wnid order; their ``metainfo['output_class_indices']`` lists where those classes sit among
+the 1000 outputs, so :class:`~stl_mm.evaluation.metrics.robustness.RobustnessAccuracy` restricts
+predictions to them (the standard masks of the ImageNet-A/-R evaluation code).
+
+ImageNet-C samples carry ``corruption`` and ``severity``; keep them with
+``PackInputs(meta_keys=(..., 'corruption', 'severity'))`` so the metric can group by cell.
+"""
+import io
+import os
+import os.path as osp
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmengine.fileio import list_from_file
+from mmpretrain.datasets import BaseDataset
+from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
+from PIL import Image
+
+from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, SEVERITIES, corrupt
+from stl_mm.registry import register
+
+__all__ = ['IMAGENET_WNIDS', 'IMAGENET_A_WNIDS', 'IMAGENET_R_WNIDS', 'WnidImageFolder',
+           'ImageNetA', 'ImageNetR', 'ImageNetC', 'CorruptedImageNet', 'ImageCorruption',
+           'corruption_seed']
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+_DATA_DIR = Path(__file__).resolve().parent
+
+
+def _read_wnids(filename: str) -> Tuple[str, ...]:
+    return tuple(line.strip() for line in (_DATA_DIR / filename).read_text().splitlines()
+                 if line.strip())
+
+
+#: The 1000 ImageNet-1K wnids in sorted order: class ``i`` of every ImageNet-1K model.
+IMAGENET_WNIDS = _read_wnids('imagenet_wnids.txt')
+#: The 200 classes of ImageNet-A (Hendrycks et al., 2021), sorted.
+IMAGENET_A_WNIDS = _read_wnids('imagenet_a_wnids.txt')
+#: The 200 classes of ImageNet-R (Hendrycks et al., 2021), sorted.
+IMAGENET_R_WNIDS = _read_wnids('imagenet_r_wnids.txt')
+_IMAGENET_INDEX = {wnid: index for index, wnid in enumerate(IMAGENET_WNIDS)}
+
+
+def _image_files(folder: str) -> List[str]:
+    """Sorted names of the image files directly inside ``folder``."""
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries
+                      if entry.is_file() and entry.name.lower().endswith(IMG_EXTENSIONS))
+
+
+def _subfolders(folder: str) -> List[str]:
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if entry.is_dir())
+
+
+def _scan_wnid_folders(root: str, wnids: Sequence[str], what: str) -> List[dict]:
+    """``[{'img_path', 'gt_label'}]`` for ``root/<wnid>/<image>``; labels index ``wnids``."""
+    if not osp.isdir(root):
+        raise FileNotFoundError(f'{what}: folder {root} does not exist; set data_root (and '
+                                'data_prefix) to the folder that holds the wnid folders.')
+    label_of = {wnid: label for label, wnid in enumerate(wnids)}
+    data_list = []
+    for folder in _subfolders(root):
+        if folder not in label_of:
+            raise ValueError(
+                f'{what}: {osp.join(root, folder)} is not one of the {len(wnids)} wnids this '
+                'dataset knows; the folder must contain one sub-folder per class, named by '
+                'its ImageNet wnid (e.g. n01440764).')
+        for name in _image_files(osp.join(root, folder)):
+            data_list.append({'img_path': osp.join(root, folder, name),
+                              'gt_label': label_of[folder]})
+    if not data_list:
+        raise FileNotFoundError(f'{what}: no images ({", ".join(IMG_EXTENSIONS)}) found in the '
+                                f'wnid folders under {root}.')
+    return data_list
+
+
+@register('DATASETS', codebases=('mmpretrain',))
+class WnidImageFolder(BaseDataset):
+    """ImageNet-style folder ``<data_root>/<data_prefix>/<wnid>/<image>`` labelled by wnid.
+
+    Unlike mmpretrain's ``ImageNet`` it accepts any subset of the class folders (labels still
+    index the full class list), which the robustness suites need. mmpretrain's annotation files
+    (``ann_file``: lines ``relative/path.JPEG label``) are read as well.
+
+    Args:
+        data_root: Root of the data.
+        data_prefix: Folder of the wnid folders, relative to ``data_root``.
+        ann_file: Optional annotation file (relative to ``data_root``); when set, folders are
+            not scanned.
+        **kwargs: Other arguments of mmpretrain's ``BaseDataset`` (pipeline, test_mode, ...).
+    """
+    WNIDS: Tuple[str, ...] = IMAGENET_WNIDS
+    METAINFO = {'classes': IMAGENET_CATEGORIES, 'wnids': IMAGENET_WNIDS}
+
+    def __init__(self, data_root: str = '', data_prefix: Union[str, dict] = '',
+                 ann_file: str = '', **kwargs) -> None:
+        super().__init__(ann_file=ann_file, data_root=data_root, data_prefix=data_prefix,
+                         **kwargs)
+
+    def _samples(self) -> List[dict]:
+        """Image paths and labels, before any per-suite expansion."""
+        if self.ann_file:
+            data_list = []
+            for line in list_from_file(self.ann_file):
+                if not line.strip():
+                    continue
+                filename, label = line.strip().rsplit(' ', 1)
+                data_list.append({'img_path': osp.join(self.img_prefix, filename),
+                                  'gt_label': int(label)})
+            return data_list
+        return _scan_wnid_folders(self.img_prefix, self.WNIDS, type(self).__name__)
+
+    def load_data_list(self) -> List[dict]:
+        return self._samples()
+
+
+class _ImageNet200(WnidImageFolder):
+    """Folder of 200 ImageNet classes evaluated with the 1000-way classifier restricted to them."""
+
+    @classmethod
+    def _metainfo_for(cls, wnids: Tuple[str, ...]) -> dict:
+        indices = tuple(_IMAGENET_INDEX[wnid] for wnid in wnids)
+        return {'classes': tuple(IMAGENET_CATEGORIES[index] for index in indices),
+                'wnids': wnids, 'output_class_indices': indices}
+
+
+@register('DATASETS', codebases=('mmpretrain',))
+class ImageNetA(_ImageNet200):
+    """ImageNet-A (natural adversarial examples): ``<data_root>/<wnid>/<image>``, 200 wnids."""
+    WNIDS = IMAGENET_A_WNIDS
+    METAINFO = _ImageNet200._metainfo_for(IMAGENET_A_WNIDS)
+
+
+@register('DATASETS', codebases=('mmpretrain',))
+class ImageNetR(_ImageNet200):
+    """ImageNet-R (renditions): ``<data_root>/<wnid>/<image>``, 200 wnids."""
+    WNIDS = IMAGENET_R_WNIDS
+    METAINFO = _ImageNet200._metainfo_for(IMAGENET_R_WNIDS)
+
+
+def _check_cells(corruptions: Optional[Sequence[str]],
+                 severities: Sequence[int]) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    corruptions = tuple(ALL_CORRUPTIONS if corruptions is None else corruptions)
+    unknown = [name for name in corruptions if name not in ALL_CORRUPTIONS]
+    if unknown or not corruptions:
+        raise ValueError(f'Unknown corruptions {unknown}; choose from {list(ALL_CORRUPTIONS)}.')
+    severities = tuple(int(severity) for severity in severities)
+    if not severities or any(severity not in SEVERITIES for severity in severities):
+        raise ValueError(f'Severities must be a non-empty subset of 1..5, got {severities}.')
+    return corruptions, severities
+
+
+@register('DATASETS', codebases=('mmpretrain',))
+class ImageNetC(BaseDataset):
+    """ImageNet-C as published: ``<data_root>/<corruption>/<severity>/<wnid>/<image>``.
+
+    The corruption folders may also sit one level deeper, in category folders as the release
+    archives are sometimes unpacked (``<data_root>/noise/gaussian_noise/1/...``).
+
+    Args:
+        data_root: Folder holding the corruption folders.
+        corruptions: Corruptions to load (default: all 19 that imagecorruptions defines; every
+            one must be present).
+        severities: Severities to load (default 1..5).
+        **kwargs: Other arguments of mmpretrain's ``BaseDataset``.
+    """
+    METAINFO = {'classes': IMAGENET_CATEGORIES, 'wnids': IMAGENET_WNIDS}
+
+    def __init__(self, data_root: str, corruptions: Optional[Sequence[str]] = None,
+                 severities: Sequence[int] = SEVERITIES, **kwargs) -> None:
+        self.corruptions, self.severities = _check_cells(corruptions, severities)
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, corruptions=self.corruptions,
+                        severities=self.severities)
+        super().__init__(ann_file='', data_root=data_root, metainfo=metainfo, **kwargs)
+
+    def _corruption_folder(self, corruption: str) -> str:
+        candidates = [osp.join(self.data_root, corruption)]
+        if osp.isdir(self.data_root):
+            candidates += [osp.join(self.data_root, group, corruption)
+                           for group in _subfolders(self.data_root)]
+        found = [folder for folder in candidates if osp.isdir(folder)]
+        if not found:
+            raise FileNotFoundError(
+                f'ImageNet-C: no folder for {corruption!r} under {self.data_root} (expected '
+                f'{osp.join(self.data_root, corruption)}/<severity>/<wnid>/). Download it, or '
+                'leave it out with corruptions=[...] (tools/test_robustness.py --corruptions).')
+        return found[0]
+
+    def load_data_list(self) -> List[dict]:
+        data_list = []
+        for corruption in self.corruptions:
+            folder = self._corruption_folder(corruption)
+            for severity in self.severities:
+                cell_root = osp.join(folder, str(severity))
+                if not osp.isdir(cell_root):
+                    raise FileNotFoundError(
+                        f'ImageNet-C: severity folder {cell_root} is missing; leave that '
+                        'severity out with severities=[...] (--severities).')
+                for info in _scan_wnid_folders(cell_root, IMAGENET_WNIDS, 'ImageNet-C'):
+                    data_list.append(dict(info, corruption=corruption, severity=severity))
+        return data_list
+
+
+def corruption_seed(base_seed: int, image_key: str, corruption: str, severity: int) -> int:
+    """Seed of one corrupted image: fixed for (base seed, image, corruption, severity), and
+    independent of sample order, worker and rank."""
+    return zlib.crc32(f'{base_seed}/{image_key}/{corruption}/{severity}'.encode())
+
+
+@register('DATASETS', codebases=('mmpretrain',))
+class CorruptedImageNet(WnidImageFolder):
+    """ImageNet val corrupted at load time, for those without the ImageNet-C download.
+
+    Each clean image appears once per (corruption, severity); the test pipeline must contain
+    :class:`ImageCorruption` (after resizing and cropping to 224, as ImageNet-C was made), which
+    corrupts it with the per-image seed stored in the sample. Numbers differ slightly from the
+    published ImageNet-C: the release stores JPEG (quality 85) re-encodings, and the random draws
+    differ; ``ImageCorruption(jpeg_quality=85)`` reproduces the compression step.
+
+    Args:
+        data_root, data_prefix, ann_file: As :class:`WnidImageFolder` (the clean val set).
+        corruptions: Corruptions (default all 19).
+        severities: Severities (default 1..5).
+        seed: Base seed; each image's seed also depends on its path, corruption and severity.
+        **kwargs: Other arguments of mmpretrain's ``BaseDataset``.
+    """
+
+    def __init__(self, data_root: str = '', data_prefix: Union[str, dict] = '',
+                 ann_file: str = '', corruptions: Optional[Sequence[str]] = None,
+                 severities: Sequence[int] = SEVERITIES, seed: int = 0, **kwargs) -> None:
+        self.corruptions, self.severities = _check_cells(corruptions, severities)
+        self.seed = seed
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, corruptions=self.corruptions,
+                        severities=self.severities)
+        super().__init__(data_root=data_root, data_prefix=data_prefix, ann_file=ann_file,
+                         metainfo=metainfo, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        clean = self._samples()
+        data_list = []
+        for corruption in self.corruptions:
+            for severity in self.severities:
+                for info in clean:
+                    # The path relative to the image folder keeps seeds stable across machines.
+                    image_key = osp.relpath(info['img_path'], self.img_prefix)
+                    data_list.append(dict(
+                        info, corruption=corruption, severity=severity,
+                        corruption_seed=corruption_seed(self.seed, image_key, corruption,
+                                                        severity)))
+        return data_list
+
+
+@register('TRANSFORMS', codebases=('mmpretrain', 'mmseg', 'mmdet'))
+class ImageCorruption(BaseTransform):
+    """Corrupt ``results['img']`` with imagecorruptions, reproducibly.
+
+    The corruption and severity come from the sample (``results['corruption']`` /
+    ``['severity']``, as :class:`CorruptedImageNet` provides) or from the arguments; the seed
+    from ``results['corruption_seed']`` or, failing that, from ``seed`` and the image path.
+
+    Required keys: ``img``. Modified keys: ``img``.
+
+    Args:
+        corruption: Corruption name when samples do not carry one.
+        severity: Severity (1..5) when samples do not carry one.
+        seed: Base seed when samples do not carry ``corruption_seed``.
+        channel_order: Channel order of ``results['img']`` (``'bgr'`` for mmcv's loaders).
+        jpeg_quality: When set, re-encode the corrupted image as JPEG of this quality, as the
+            ImageNet-C release did (85).
+    """
+
+    def __init__(self, corruption: Optional[str] = None, severity: Optional[int] = None,
+                 seed: int = 0, channel_order: str = 'bgr',
+                 jpeg_quality: Optional[int] = None) -> None:
+        if corruption is not None:
+            _check_cells([corruption], [severity if severity is not None else 1])
+        if channel_order not in ('bgr', 'rgb'):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}.")
+        self.corruption, self.severity, self.seed = corruption, severity, seed
+        self.channel_order, self.jpeg_quality = channel_order, jpeg_quality
+
+    def transform(self, results: dict) -> dict:
+        corruption = results.get('corruption', self.corruption)
+        severity = results.get('severity', self.severity)
+        if corruption is None or severity is None:
+            raise KeyError('ImageCorruption needs a corruption and severity: use a corrupted '
+                           'dataset (CorruptedImageNet) or set corruption= and severity=.')
+        seed = results.get('corruption_seed')
+        if seed is None:
+            seed = corruption_seed(self.seed, str(results.get('img_path', '')), corruption,
+                                   severity)
+        image = results['img']
+        rgb = image[..., ::-1] if self.channel_order == 'bgr' and image.ndim == 3 else image
+        corrupted = corrupt(np.ascontiguousarray(rgb), corruption, int(severity), int(seed))
+        if self.jpeg_quality is not None:
+            corrupted = _jpeg_roundtrip(corrupted, self.jpeg_quality)
+        if self.channel_order == 'bgr' and corrupted.ndim == 3:
+            corrupted = corrupted[..., ::-1]
+        results['img'] = np.ascontiguousarray(corrupted)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(corruption={self.corruption}, severity={self.severity}, '
+                f'seed={self.seed}, channel_order={self.channel_order!r}, '
+                f'jpeg_quality={self.jpeg_quality})')
+
+
+def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format='JPEG', quality=quality, optimize=True)
+    buffer.seek(0)
+    return np.array(Image.open(buffer))
+

@@ -1,0 +1,530 @@
+"""FAN backbone for mmpretrain, mmsegmentation and mmdetection.
+
+One class, :class:`FAN`, covers the FAN-ViT and FAN-Hybrid families of `Understanding The
+Robustness in Vision Transformers` (Zhou et al., ICML 2022) and the token-labelling variants
+of STL (Zhao et al., ICCV 2023). It reproduces the official NVlabs models exactly and loads
+their checkpoints (see :mod:`.fan_checkpoint`).
+
+Classification (``dense=False``) returns ``((cls_feat, patch_map),)``, both after the final
+norm. Dense prediction (``dense=True``) returns NCHW maps, following the official detection
+and segmentation backbones:
+
+=================  ===============================================================
+family             levels (``out_indices`` picks among them, default all)
+=================  ===============================================================
+FAN-Hybrid         stem stage 1 (stride 4), stem stage 2 (stride 8), tokens after
+                   block ``dense_blocks[0]`` (stride 16), final tokens after the
+                   class-attention blocks: through the learnable stride-2 conv
+                   (stride 32, ``downsample_channels`` = 768) when
+                   ``feat_downsample=True`` (detection), else kept at stride 16
+                   with the embedding width (segmentation).
+FAN-ViT            tokens after blocks 4, 7, 11 and the final tokens after the
+                   class-attention blocks, all at stride 16 with the embedding width.
+=================  ===============================================================
+
+Channels per preset (also ``FAN(arch, dense=True).dense_channels``; docs/presets.md):
+
+=========================================  ==================  =====================
+preset (aliases)                           feat_downsample=True feat_downsample=False
+=========================================  ==================  =====================
+fan_tiny_8_p4_hybrid (t-hybrid)            128, 256, 192, 768  128, 256, 192, 192
+fan_small_12_p4_hybrid (s-hybrid)          128, 256, 384, 768  128, 256, 384, 384
+fan_base_16_p4_hybrid (b-hybrid)           128, 256, 448, 768  128, 256, 448, 448
+fan_large_16_p4_hybrid (l-hybrid)          128, 256, 480, 768  128, 256, 480, 480
+fan_Xlarge_16_p4_hybrid (xl-hybrid)        128, 256, 528, 768  128, 256, 528, 768
+fan_tiny_12_p16_224 (tiny)                 192 x 4 (all stride 16)
+fan_small_12_p16_224 (small), small-se     384 x 4
+fan_base_18_p16_224 (base)                 448 x 4
+fan_large_24_p16_224 (large)               480 x 4
+=========================================  ==================  =====================
+
+The XLarge hybrid changes width inside its block stack (an overlapping stride-2 conv after
+block 19), so its final tokens are already at stride 32 with 768 channels and it has no
+extra learnable downsample.
+"""
+import copy
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model.weight_init import trunc_normal_
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from stl_mm.registry import register
+from . import fan_checkpoint
+from .fan_layers import (ClassAttentionBlock, ConvPatchEmbed, FANBlock, FourierPositionalEncoding,
+                         HybridPatchEmbed, tokens_to_map)
+
+#: Keys a custom ``arch`` dict must hold.
+ARCH_REQUIRED = (
+    'embed_dims',  # int, or one width per block (a change inserts an overlapping downsample)
+    'depth',  # number of FAN blocks
+    'num_heads',  # int, or one per block: heads of token mixing
+)
+#: Optional keys of a custom ``arch`` dict, with their defaults.
+ARCH_DEFAULTS = dict(
+    channel_heads=None,  # heads of channel processing (int, per-block list, or None: num_heads)
+    patch_size=16,  # FAN-ViT convolutional patch embedding: 4, 8 or 16 (unused by hybrids)
+    hybrid_stem=None,  # dict(depths=[...], dims=[...]): ConvNeXt stem, makes a FAN-Hybrid
+    mlp_ratio=4.,
+    qkv_bias=True,
+    se_mlp=False,  # SE-MLP instead of channel processing
+    cls_attn_layers=2,
+    eta=1.,  # initial layer-scale value
+    tokens_norm=True,  # class-attention norm2 applies to all tokens
+    use_pos_embed=True,
+    dense_blocks=None,  # blocks whose tokens are dense outputs (official choices per preset)
+)
+
+_VIT_DENSE_BLOCKS = (4, 7, 11)
+
+
+def _vit(embed_dims: int, depth: int, num_heads: int, **extra) -> dict:
+    return dict(embed_dims=embed_dims, depth=depth, num_heads=num_heads, patch_size=16,
+                dense_blocks=_VIT_DENSE_BLOCKS, **extra)
+
+
+def _hybrid(embed_dims: Union[int, List[int]], depth: int, num_heads: Union[int, List[int]],
+            stem_depths: List[int], dense_block: int) -> dict:
+    return dict(embed_dims=embed_dims, depth=depth, num_heads=num_heads,
+                hybrid_stem=dict(depths=stem_depths, dims=[128, 256]),
+                dense_blocks=(dense_block, ))
+
+
+def _names(*names: str) -> List[str]:
+    return [name.lower() for name in names]
+
+
+@register()
+class FAN(BaseBackbone):
+    """Fully Attentional Network backbone (FAN-ViT and FAN-Hybrid).
+
+    Args:
+        arch: A preset name or alias (case-insensitive; see :attr:`arch_zoo`, e.g.
+            ``'fan_tiny_8_p4_hybrid'``, ``'tiny-hybrid'``, ``'t-hybrid'``, ``'small'``,
+            ``'small-se'``), or a dict with the keys of :data:`ARCH_DEFAULTS`
+            (optional) and :data:`ARCH_REQUIRED` (``embed_dims``, ``depth``, ``num_heads``).
+        dense: Return multi-scale NCHW maps for detection/segmentation instead of the
+            classification features.
+        out_indices: Dense levels to return (see the module docstring); default all.
+        dense_blocks: Override the blocks whose tokens are dense outputs (0-based block
+            indices; the official hybrid backbones use one, FAN-ViT ``(4, 7, 11)``).
+        feat_downsample: Hybrids in dense mode: put the final level through a learnable 3x3
+            stride-2 conv (stride 32, official detection) instead of keeping it at stride 16
+            with the embedding width (official segmentation).
+        downsample_channels: Output channels of that conv (768 officially).
+        in_channels: Image channels.
+        drop_rate: Dropout after the positional encoding, projections and MLPs.
+        attn_drop_rate: Dropout on attention weights and channel scores.
+        drop_path_rate: Stochastic depth of every FAN block. Officially the same rate for
+            all blocks (no linear ramp) and none in the class-attention blocks.
+        with_cp: Activation checkpointing of the FAN and class-attention blocks.
+        frozen_stages: -1 or 0 freeze nothing; k >= 1 freezes the patch embedding, the
+            positional encoding and the first k blocks; ``depth + 1`` also freezes the
+            class token, class-attention blocks and final norm.
+        norm_eval: Keep BatchNorm layers in eval mode while training.
+        norm_cfg: Norm of the convolutional patch embedding and the depthwise convs
+            (``dict(type='SyncBN')`` for multi-GPU dense training).
+        paired_fourier_frequencies: Frequency layout of the Fourier positional encoding.
+            None follows the official code of each task: paired (sin/cos pairs share a
+            frequency) for classification, unpaired for the dense backbones. See
+            :class:`~.fan_layers.FourierPositionalEncoding`.
+        use_ema: Prefer EMA weights when ``init_cfg`` loads a checkpoint holding both (an
+            ``use_ema`` key in ``init_cfg`` overrides this).
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')`` loads our
+            mmengine checkpoints or official ones (timm layout), reporting unused and newly
+            initialised keys; anything that does not fit raises. None: official init.
+    """
+    #: Preset settings by name; official names and short aliases share one dict.
+    arch_zoo: Dict[str, dict] = {
+        **dict.fromkeys(_names('fan_tiny_12_p16_224', 'tiny', 't', 'fan-t'), _vit(192, 12, 4)),
+        **dict.fromkeys(_names('fan_small_12_p16_224', 'small', 's', 'fan-s'), _vit(384, 12, 8)),
+        **dict.fromkeys(
+            _names('fan_small_12_p16_224_se_attn', 'small-se', 's-se', 'fan-s-se'),
+            _vit(384, 12, 8, se_mlp=True)),
+        **dict.fromkeys(_names('fan_base_18_p16_224', 'base', 'b', 'fan-b'), _vit(448, 18, 8)),
+        **dict.fromkeys(_names('fan_large_24_p16_224', 'large', 'l', 'fan-l'), _vit(480, 24, 10)),
+        **dict.fromkeys(
+            _names('fan_tiny_8_p4_hybrid', 'fan_tiny_8_p4_hybrid_token', 'tiny-hybrid',
+                   't-hybrid'), _hybrid(192, 8, 8, [3, 3], 7)),
+        **dict.fromkeys(
+            _names('fan_small_12_p4_hybrid', 'fan_small_12_p4_hybrid_token', 'small-hybrid',
+                   's-hybrid'), _hybrid(384, 10, 8, [3, 3], 9)),
+        **dict.fromkeys(
+            _names('fan_base_16_p4_hybrid', 'fan_base_16_p4_hybrid_token', 'base-hybrid',
+                   'b-hybrid'), _hybrid(448, 16, 8, [3, 3], 15)),
+        **dict.fromkeys(
+            _names('fan_large_16_p4_hybrid', 'fan_large_16_p4_hybrid_token', 'large-hybrid',
+                   'l-hybrid'), _hybrid(480, 22, 10, [3, 5], 18)),
+        **dict.fromkeys(
+            _names('fan_xlarge_16_p4_hybrid', 'xlarge-hybrid', 'xl-hybrid'),
+            _hybrid([528] * 20 + [768] * 3, 23, [11] * 20 + [16] * 3, [3, 7], 18)),
+    }
+    #: The official model names (one per distinct architecture, token variants included).
+    official_names = ('fan_tiny_12_p16_224', 'fan_small_12_p16_224',
+                      'fan_small_12_p16_224_se_attn', 'fan_base_18_p16_224',
+                      'fan_large_24_p16_224', 'fan_tiny_8_p4_hybrid', 'fan_small_12_p4_hybrid',
+                      'fan_base_16_p4_hybrid', 'fan_large_16_p4_hybrid', 'fan_Xlarge_16_p4_hybrid',
+                      'fan_tiny_8_p4_hybrid_token', 'fan_small_12_p4_hybrid_token',
+                      'fan_base_16_p4_hybrid_token', 'fan_large_16_p4_hybrid_token')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny-hybrid',
+                 dense: bool = False,
+                 out_indices: Optional[Sequence[int]] = None,
+                 dense_blocks: Optional[Sequence[int]] = None,
+                 feat_downsample: bool = True,
+                 downsample_channels: int = 768,
+                 in_channels: int = 3,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 paired_fourier_frequencies: Optional[bool] = None,
+                 use_ema: bool = True,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self.resolve_arch(arch)
+        settings = self.arch_settings
+        depth = settings['depth']
+        widths = settings['embed_dims']
+        self.depth = depth
+        self.dense = dense
+        self.with_cp = with_cp
+        self.norm_eval = norm_eval
+        self.use_ema = use_ema
+        self.is_hybrid = settings['hybrid_stem'] is not None
+        self.embed_dims = self.num_features = widths[-1]
+
+        if self.is_hybrid:
+            stem = settings['hybrid_stem']
+            self.patch_embed = HybridPatchEmbed(in_channels, widths[0], stem['depths'],
+                                                stem['dims'])
+            self.patch_stride = 2 * 4 * 2**(len(stem['depths']) - 1)
+        else:
+            self.patch_embed = ConvPatchEmbed(in_channels, widths[0], settings['patch_size'],
+                                              norm_cfg)
+            self.patch_stride = settings['patch_size']
+        if paired_fourier_frequencies is None:
+            paired_fourier_frequencies = not dense
+        self.pos_embed = (
+            FourierPositionalEncoding(widths[0], paired_frequencies=paired_fourier_frequencies)
+            if settings['use_pos_embed'] else None)
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        self.blocks = nn.ModuleList([
+            FANBlock(
+                widths[i],
+                settings['num_heads'][i],
+                mlp_ratio=settings['mlp_ratio'],
+                qkv_bias=settings['qkv_bias'],
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=drop_path_rate,
+                eta=settings['eta'],
+                se_mlp=settings['se_mlp'],
+                channel_heads=settings['channel_heads'][i],
+                out_dims=widths[i + 1] if i + 1 < depth else None,
+                norm_cfg=norm_cfg) for i in range(depth)
+        ])
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.cls_attn_blocks = nn.ModuleList([
+            ClassAttentionBlock(
+                self.embed_dims,
+                settings['num_heads'][-1],
+                mlp_ratio=settings['mlp_ratio'],
+                qkv_bias=settings['qkv_bias'],
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                eta=settings['eta'],
+                tokens_norm=settings['tokens_norm']) for _ in range(settings['cls_attn_layers'])
+        ])
+
+        # Stride of the token grid after each block (the XLarge pattern halves it once).
+        self._block_strides = []
+        stride = self.patch_stride
+        for block in self.blocks:
+            stride *= 2 if block.downsample is not None else 1
+            self._block_strides.append(stride)
+
+        self.learnable_downsample = None
+        if dense:
+            self._init_dense_levels(dense_blocks, out_indices, feat_downsample,
+                                    downsample_channels)
+        else:
+            self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6)
+
+        if not -1 <= frozen_stages <= depth + 1:
+            raise ValueError(f'frozen_stages must be in [-1, {depth + 1}] for a {depth}-block '
+                             f'FAN, got {frozen_stages}.')
+        self.frozen_stages = frozen_stages
+        self._freeze_stages()
+        self.register_load_state_dict_pre_hook(fan_checkpoint.official_keys_pre_hook)
+
+    # ------------------------------------------------------------------ architecture
+    @classmethod
+    def resolve_arch(cls, arch: Union[str, dict]) -> dict:
+        """Preset name or custom dict -> complete settings with per-block lists."""
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise KeyError(f'Unknown FAN arch {arch!r}. Presets: '
+                               f'{", ".join(sorted(set(cls.arch_zoo)))}; or pass a dict with '
+                               f'keys {ARCH_REQUIRED} and optionally {sorted(ARCH_DEFAULTS)}.')
+            arch = cls.arch_zoo[key]
+        if not isinstance(arch, dict):
+            raise TypeError(f'FAN arch must be a preset name or a dict, got {type(arch)}.')
+        unknown = set(arch) - set(ARCH_DEFAULTS) - set(ARCH_REQUIRED)
+        if unknown:
+            raise KeyError(f'Unknown FAN arch keys {sorted(unknown)}; allowed: '
+                           f'{sorted(ARCH_REQUIRED + tuple(ARCH_DEFAULTS))}.')
+        missing = [key for key in ARCH_REQUIRED if arch.get(key) is None]
+        if missing:
+            raise KeyError(f'FAN arch dict needs {missing}.')
+        settings = copy.deepcopy({**ARCH_DEFAULTS, **arch})
+        depth = settings['depth']
+        for key in ('embed_dims', 'num_heads', 'channel_heads'):
+            value = settings[key]
+            if value is None or isinstance(value, int):
+                settings[key] = [value] * depth
+            elif len(value) != depth:
+                raise ValueError(f'FAN arch {key} has {len(value)} entries for {depth} blocks.')
+            else:
+                settings[key] = list(value)
+        if settings['dense_blocks'] is None:
+            settings['dense_blocks'] = ((depth - 1, ) if settings['hybrid_stem'] else tuple(
+                i for i in _VIT_DENSE_BLOCKS if i < depth))
+        settings['dense_blocks'] = tuple(settings['dense_blocks'])
+        return settings
+
+    @classmethod
+    def arch_from_official(cls, official_kwargs: dict, hybrid_stem: Optional[dict] = None) -> dict:
+        """Custom ``arch`` dict equivalent to the official ``FAN(**official_kwargs)`` class.
+
+        Applies the official class defaults (e.g. ``tokens_norm=False``, 12 heads) for keys
+        not given; ``hybrid_stem`` is the ``depths``/``dims`` given to the official ConvNeXt
+        stem builder.
+        """
+        kwargs = dict(official_kwargs)
+        depth = kwargs.get('depth', 12)
+        arch = dict(
+            embed_dims=kwargs.get('channel_dims') or kwargs.get('embed_dim', 768),
+            depth=depth,
+            num_heads=kwargs.get('num_heads', 12),
+            channel_heads=kwargs.get('c_head_num'),
+            patch_size=kwargs.get('patch_size', 16),
+            mlp_ratio=kwargs.get('mlp_ratio', 4.),
+            qkv_bias=kwargs.get('qkv_bias', True),
+            se_mlp=kwargs.get('se_mlp', False),
+            cls_attn_layers=kwargs.get('cls_attn_layers', 2),
+            eta=kwargs.get('eta', 1.),
+            tokens_norm=kwargs.get('tokens_norm', False),
+            use_pos_embed=kwargs.get('use_pos_embed', True))
+        if hybrid_stem is not None:
+            arch['hybrid_stem'] = dict(depths=list(hybrid_stem['depths']),
+                                       dims=list(hybrid_stem['dims']))
+        if 'out_index' in kwargs:
+            arch['dense_blocks'] = (kwargs['out_index'], )
+        return arch
+
+    def _init_dense_levels(self, dense_blocks: Optional[Sequence[int]],
+                           out_indices: Optional[Sequence[int]], feat_downsample: bool,
+                           downsample_channels: int) -> None:
+        blocks = tuple(dense_blocks) if dense_blocks is not None else self.arch_settings[
+            'dense_blocks']
+        for index in blocks:
+            if not 0 <= index < self.depth:
+                raise ValueError(f'dense_blocks {blocks} must index the {self.depth} FAN blocks.')
+        self.dense_blocks = blocks
+        final_stride = self._block_strides[-1]
+        if self.is_hybrid and feat_downsample and final_stride == 16:
+            self.learnable_downsample = nn.Conv2d(self.embed_dims, downsample_channels, 3,
+                                                  stride=2, padding=1)
+        levels = [(c, 4 * 2**i) for i, c in enumerate(self.patch_embed.backbone.out_channels)
+                  ] if self.is_hybrid else []
+        widths = self.arch_settings['embed_dims']
+        # A block that changes width ends with its downsample, so it outputs the next width.
+        levels += [(widths[min(i + 1, self.depth - 1)], self._block_strides[i]) for i in blocks]
+        if self.learnable_downsample is not None:
+            levels.append((downsample_channels, 2 * final_stride))
+        else:
+            levels.append((self.embed_dims, final_stride))
+        self.dense_levels: List[Tuple[int, int]] = levels
+        if out_indices is None:
+            out_indices = range(len(levels))
+        out_indices = [i + len(levels) if i < 0 else i for i in out_indices]
+        if not out_indices or any(not 0 <= i < len(levels) for i in out_indices):
+            raise ValueError(f'out_indices {list(out_indices)} must pick among the '
+                             f'{len(levels)} dense levels (channels, stride) {levels}.')
+        self.out_indices = tuple(out_indices)
+
+    @property
+    def dense_channels(self) -> Tuple[int, ...]:
+        """Channels of the dense outputs, in order (FPN / decode-head ``in_channels``)."""
+        self._require_dense('dense_channels')
+        return tuple(self.dense_levels[i][0] for i in self.out_indices)
+
+    @property
+    def dense_strides(self) -> Tuple[int, ...]:
+        """Strides of the dense outputs, in order."""
+        self._require_dense('dense_strides')
+        return tuple(self.dense_levels[i][1] for i in self.out_indices)
+
+    def _require_dense(self, what: str) -> None:
+        if not self.dense:
+            raise RuntimeError(f'FAN.{what} describes dense outputs; build with dense=True.')
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        """Loads ``init_cfg=dict(type='Pretrained', ...)``, or initialises like the official code.
+
+        Official init: truncated-normal (std 0.02) linear layers, ConvNeXt-stem convs and class
+        token; He-normal (fan-out) convs inside the blocks; unit/zero LayerNorms.
+        """
+        init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
+        if init_cfg is not None and init_cfg.get('type') == 'Pretrained':
+            self._is_init = True
+            self.load_report = fan_checkpoint.load_backbone_checkpoint(
+                self,
+                init_cfg['checkpoint'],
+                prefix=init_cfg.get('prefix'),
+                use_ema=init_cfg.get('use_ema', self.use_ema))
+            return
+        for module in self.blocks.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, std=math.sqrt(2. / (fan_out // module.groups)))
+                nn.init.zeros_(module.bias)
+        if self.is_hybrid:
+            for module in self.patch_embed.backbone.modules():
+                if isinstance(module, nn.Conv2d):
+                    trunc_normal_(module.weight, std=.02)
+                    nn.init.zeros_(module.bias)
+        self.apply(self._official_init)
+        trunc_normal_(self.cls_token, std=.02)
+        if self.init_cfg is not None:
+            super().init_weights()
+
+    @staticmethod
+    def _official_init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def checkpoint_key_policy(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """Key prefixes a fitting checkpoint may leave unused, and may lack (newly initialised).
+
+        Classification checkpoints loaded for dense tasks leave the final ``norm`` unused and
+        lack the dense stride-32 conv ``learnable_downsample``; dense checkpoints loaded for
+        classification leave that conv unused and lack ``norm``.
+        """
+        if self.dense:
+            return ('norm.', 'learnable_downsample.'), ('learnable_downsample.', )
+        return ('learnable_downsample.', ), ('norm.', )
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise learning-rate decay.
+
+        0: patch embedding and positional encoding; 1..depth: FAN blocks; depth + 1: class
+        token, class attention, final norm and dense extras (and anything outside the
+        backbone).
+
+        Returns:
+            (layer id, number of layers)
+        """
+        num_layers = self.depth + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name.startswith(('patch_embed.', 'pos_embed.')):
+            return 0, num_layers
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
+
+    # ------------------------------------------------------------------ training state
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 1:
+            return
+        frozen: List[nn.Module] = [self.patch_embed, self.pos_drop]
+        if self.pos_embed is not None:
+            frozen.append(self.pos_embed)
+        frozen += list(self.blocks[:self.frozen_stages])
+        if self.frozen_stages > self.depth:
+            frozen += [self.cls_attn_blocks]
+            frozen += [module for module in (getattr(self, 'norm', None), self.learnable_downsample)
+                       if module is not None]
+            self.cls_token.requires_grad = False
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'FAN':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _run(self, block: nn.Module, *args):
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return cp.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        height, width = x.shape[-2:]
+        if height % self.patch_stride or width % self.patch_stride:
+            raise ValueError(f'FAN input sides must be multiples of {self.patch_stride}, got '
+                             f'{height}x{width}; pad or resize the input (e.g. '
+                             f'size_divisor={self.patch_stride * 2} in the data preprocessor).')
+
+    def _class_attention(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for block in self.cls_attn_blocks:
+            x = self._run(block, x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        """Classification: ``((cls_feat (N, C), patch_map (N, C, H, W)),)``.
+
+        Dense: a tuple of NCHW maps, one per ``out_indices`` entry.
+        """
+        self._check_input(x)
+        x, hw, stem_maps = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(hw)
+        x = self.pos_drop(x)
+
+        levels: List[Optional[torch.Tensor]] = list(stem_maps) if self.dense else []
+        wanted = set(self.out_indices) if self.dense else set()
+        for index, block in enumerate(self.blocks):
+            x, hw = self._run(block, x, hw)
+            if self.dense and index in self.dense_blocks:
+                level = len(levels)
+                levels.append(tokens_to_map(x, hw).contiguous() if level in wanted else None)
+
+        if not self.dense:
+            x = self.norm(self._class_attention(x))
+            return ((x[:, 0], tokens_to_map(x[:, 1:], hw)), )
+
+        final_level = len(levels)
+        if final_level in wanted:
+            final = tokens_to_map(self._class_attention(x)[:, 1:], hw).contiguous()
+            if self.learnable_downsample is not None:
+                final = self.learnable_downsample(final)
+            levels.append(final)
+        return tuple(levels[i] for i in self.out_indices)

@@ -1,0 +1,180 @@
+"""Dense token-label loss of Self-emerging Token Labeling (STL, stage 2).
+
+A frozen teacher gives per-token class logits; this loss turns them into one target
+distribution per student token and averages the soft cross-entropy over all tokens.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+
+from stl_mm.registry import register
+
+TARGET_MODES = ('gumbel', 'argmax', 'softmax')
+TOKEN_LABEL_MIXES = ('none', 'aligned')
+
+
+@register(codebases=('mmpretrain', ))
+class GumbelTokenLabelLoss(nn.Module):
+    """Soft cross-entropy between student token logits and teacher token labels.
+
+    Targets are made from the teacher's per-token logits in four steps, all in float32
+    (also under AMP, where the teacher may return float16 / bfloat16 logits):
+
+    1. **Resample**: when the teacher grid (h, w) differs from the student grid (H, W)
+       (different input size or patch stride), the teacher logits are resized to (H, W)
+       bilinearly. This is logged once.
+    2. **Label**: ``mode='gumbel'`` draws a hard Gumbel-softmax sample per token
+       (temperature ``tau``; a token whose top class has probability p keeps that label with
+       frequency about p), ``'argmax'`` takes the most likely class, ``'softmax'`` keeps the
+       teacher distribution. The Gumbel noise is drawn on the logits laid out as
+       (N, h, w, K) (token-major, the official (N, tokens, K) layout), so a given seed
+       gives the same labels as the official STL code.
+    3. **Smooth**: hard labels become ``(1 - eps) * one_hot + eps / K`` with ``K`` the real
+       number of classes (the official code always uses 1000). Soft ``'softmax'`` targets
+       are used as they are, as in the official code.
+    4. **Mix** (optional, ``token_label_mix='aligned'``): when the student batch went through
+       Mixup / CutMix, the same mix is applied to the token targets
+       (:func:`stl_mm.datasets.batch_mix.mix_token_targets`): CutMix pastes the partner's
+       token labels inside the box, Mixup blends them with lambda. The default ``'none'``
+       keeps the labels of the clean teacher view, as in the paper.
+
+    The loss is ``loss_weight * mean over batch and tokens of -sum_k target_k *
+    log_softmax(student)_k``.
+
+    Args:
+        mode: How teacher logits become targets: ``'gumbel'``, ``'argmax'`` or
+            ``'softmax'``. Defaults to ``'gumbel'``.
+        tau: Gumbel-softmax temperature (``mode='gumbel'`` only). Defaults to 1.
+        label_smoothing: Smoothing ``eps`` of hard targets. Defaults to 0.1.
+        loss_weight: Weight ``beta`` of the dense loss. Defaults to 1.
+        token_label_mix: ``'none'`` or ``'aligned'`` (see above). Defaults to ``'none'``.
+    """
+
+    def __init__(self,
+                 mode: str = 'gumbel',
+                 tau: float = 1.0,
+                 label_smoothing: float = 0.1,
+                 loss_weight: float = 1.0,
+                 token_label_mix: str = 'none') -> None:
+        super().__init__()
+        if mode not in TARGET_MODES:
+            raise ValueError(f'GumbelTokenLabelLoss: mode must be one of {TARGET_MODES}, '
+                             f'got {mode!r}.')
+        if token_label_mix not in TOKEN_LABEL_MIXES:
+            raise ValueError('GumbelTokenLabelLoss: token_label_mix must be one of '
+                             f'{TOKEN_LABEL_MIXES}, got {token_label_mix!r}.')
+        if tau <= 0:
+            raise ValueError(f'GumbelTokenLabelLoss: tau must be positive, got {tau}.')
+        if not 0 <= label_smoothing < 1:
+            raise ValueError('GumbelTokenLabelLoss: label_smoothing must be in [0, 1), got '
+                             f'{label_smoothing}.')
+        self.mode = mode
+        self.tau = tau
+        self.label_smoothing = label_smoothing
+        self.loss_weight = loss_weight
+        self.token_label_mix = token_label_mix
+        self._resize_logged = False
+
+    def forward(self,
+                student_logits: torch.Tensor,
+                teacher_logits: torch.Tensor,
+                batch_mix: Optional[object] = None) -> torch.Tensor:
+        """Compute the dense loss.
+
+        Args:
+            student_logits: Student token logits (N, K, H, W).
+            teacher_logits: Teacher token logits (N, K, h, w), any float dtype.
+            batch_mix: The ``BatchMixRecord`` of the student batch, or None when no
+                Mixup / CutMix was applied. Used only with ``token_label_mix='aligned'``.
+
+        Returns:
+            The weighted scalar loss (float32).
+        """
+        self.check_compatible(student_logits, teacher_logits)
+        # Autocast would run log_softmax in half precision; the loss is cheap, keep it exact.
+        with torch.autocast(device_type=student_logits.device.type, enabled=False):
+            targets = self.make_targets(teacher_logits, student_logits.shape[-2:], batch_mix)
+            log_probs = F.log_softmax(student_logits.float(), dim=1)
+            token_losses = -(targets * log_probs).sum(dim=1)
+            return self.loss_weight * token_losses.mean()
+
+    @torch.no_grad()
+    def make_targets(self,
+                     teacher_logits: torch.Tensor,
+                     grid_size: Tuple[int, int],
+                     batch_mix: Optional[object] = None) -> torch.Tensor:
+        """Turn teacher token logits into student token targets.
+
+        Args:
+            teacher_logits: Teacher token logits (N, K, h, w).
+            grid_size: The student token grid (H, W).
+            batch_mix: See :meth:`forward`.
+
+        Returns:
+            float32 targets (N, K, H, W); each token's target sums to 1.
+        """
+        if teacher_logits.dim() != 4:
+            raise ValueError('GumbelTokenLabelLoss: teacher token logits must be (N, K, h, w), '
+                             f'got shape {tuple(teacher_logits.shape)}.')
+        logits = teacher_logits.detach().float()
+        grid_size = tuple(int(s) for s in grid_size)
+        if tuple(logits.shape[-2:]) != grid_size:
+            self._log_resize_once(tuple(logits.shape[-2:]), grid_size)
+            logits = F.interpolate(logits, size=grid_size, mode='bilinear', align_corners=False)
+
+        num_classes = logits.shape[1]
+        # Token-major layout: the Gumbel noise is drawn in the same order as the official code.
+        token_major = logits.permute(0, 2, 3, 1).contiguous()
+        if self.mode == 'softmax':
+            targets = token_major.softmax(dim=-1)
+        else:
+            if self.mode == 'gumbel':
+                hard = F.gumbel_softmax(token_major, tau=self.tau, hard=True, dim=-1)
+            else:
+                hard = F.one_hot(token_major.argmax(dim=-1), num_classes).float()
+            targets = (1 - self.label_smoothing) * hard + self.label_smoothing / num_classes
+        targets = targets.permute(0, 3, 1, 2)
+
+        if self.token_label_mix == 'aligned' and batch_mix is not None:
+            from stl_mm.datasets.batch_mix import mix_token_targets
+            targets = mix_token_targets(targets, batch_mix)
+        return targets
+
+    def check_compatible(self, student_logits: torch.Tensor,
+                         teacher_logits: torch.Tensor) -> None:
+        """Raise a clear error when teacher and student token logits cannot be paired.
+
+        Args:
+            student_logits: Student token logits (N, K, H, W).
+            teacher_logits: Teacher token logits (N, K', h, w).
+        """
+        if student_logits.dim() != 4 or teacher_logits.dim() != 4:
+            raise ValueError(
+                'GumbelTokenLabelLoss: token logits must be (N, K, H, W); got student '
+                f'{tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)}.')
+        if student_logits.shape[1] != teacher_logits.shape[1]:
+            raise ValueError(
+                f'Teacher and student class counts differ: the teacher predicts '
+                f'{teacher_logits.shape[1]} classes, the student {student_logits.shape[1]}. '
+                'Token labels need the same label space: set the teacher head\'s num_classes '
+                'to the student\'s and load a teacher checkpoint trained on the same classes.')
+        if student_logits.shape[0] != teacher_logits.shape[0]:
+            raise ValueError(
+                f'Teacher and student batch sizes differ ({teacher_logits.shape[0]} vs '
+                f'{student_logits.shape[0]}): both views must come from the same images.')
+
+    def _log_resize_once(self, teacher_grid: Tuple[int, int],
+                         student_grid: Tuple[int, int]) -> None:
+        if not self._resize_logged:
+            MMLogger.get_current_instance().info(
+                f'Token labels: resampling teacher token logits from a {teacher_grid[0]}x'
+                f'{teacher_grid[1]} grid to the student grid {student_grid[0]}x'
+                f'{student_grid[1]} (bilinear).')
+            self._resize_logged = True
+
+    def extra_repr(self) -> str:
+        return (f'mode={self.mode!r}, tau={self.tau}, label_smoothing={self.label_smoothing}, '
+                f'loss_weight={self.loss_weight}, token_label_mix={self.token_label_mix!r}')

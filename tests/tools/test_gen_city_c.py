@@ -1,0 +1,122 @@
+"""tools/gen_city_c.py on a tiny synthetic Cityscapes val split."""
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(path: Path, name: str):
+    """Import a script by path (registered in sys.modules so worker processes can unpickle)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+synthetic = _load(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
+gen_city_c = _load(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
+
+
+@pytest.fixture
+def val_dir(tmp_path: Path) -> Path:
+    synthetic.make_cityscapes(tmp_path / 'cityscapes')
+    return tmp_path / 'cityscapes' / 'leftImg8bit' / 'val'
+
+
+def _relative_files(root: Path):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob('*') if p.is_file())
+
+
+def test_writes_the_tree_of_corrupted_images_and_rerun_skips_everything(val_dir, tmp_path, capsys):
+    dst = tmp_path / 'city_c'
+    args = ['--src', str(val_dir), '--dst', str(dst), '--corruptions', 'gaussian_noise', 'fog',
+            '--severities', '1', '3', '--workers', '2']
+    assert gen_city_c.main(args) == 0
+
+    clean = _relative_files(val_dir)
+    assert len(clean) == 3
+    expected = sorted(f'{c}/{s}/{image}' for c in ('gaussian_noise', 'fog') for s in (1, 3)
+                      for image in clean)
+    assert _relative_files(dst) == expected
+    for relative in expected:
+        corrupted = cv2.imread(str(dst / relative))
+        source = cv2.imread(str(val_dir / relative.split('/', 2)[2]))
+        assert corrupted.shape == source.shape
+        assert not np.array_equal(corrupted, source), relative
+
+    stamps = {p: p.stat().st_mtime_ns for p in dst.rglob('*.png')}
+    capsys.readouterr()
+    assert gen_city_c.main(args) == 0
+    assert '12 already written, 0 to write' in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in dst.rglob('*.png')} == stamps
+
+
+def test_outputs_are_seeded_per_image_whatever_the_worker_count(val_dir, tmp_path):
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    common = ['--src', str(val_dir), '--corruptions', 'shot_noise', 'spatter', '--severities', '2']
+    assert gen_city_c.main(common + ['--dst', str(one), '--workers', '1']) == 0
+    assert gen_city_c.main(common + ['--dst', str(two), '--workers', '2']) == 0
+    files = _relative_files(one)
+    assert files == _relative_files(two)
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+
+    # Same image name in another corruption or severity gets another seed: noise differs.
+    noise = [cv2.imread(str(one / 'shot_noise/2' / f)).astype(int) - cv2.imread(
+        str(val_dir / f)).astype(int) for f in _relative_files(val_dir)[:2]]
+    assert not np.array_equal(noise[0], noise[1])
+
+    # Resuming after losing a file rewrites exactly the same bytes.
+    lost = one / files[0]
+    original = lost.read_bytes()
+    lost.unlink()
+    assert gen_city_c.main(common + ['--dst', str(one), '--workers', '1']) == 0
+    assert lost.read_bytes() == original
+
+
+def test_every_corruption_runs(val_dir, tmp_path):
+    src = tmp_path / 'one_image'
+    target = src / 'lindau' / 'lindau_000000_000019_leftImg8bit.png'
+    target.parent.mkdir(parents=True)
+    target.write_bytes((val_dir / 'lindau' / target.name).read_bytes())
+    dst = tmp_path / 'all'
+    assert gen_city_c.main(['--src', str(src), '--dst', str(dst), '--severities', '5',
+                            '--workers', '1']) == 0
+    assert sorted(p.name for p in dst.iterdir()) == sorted(gen_city_c.ALL_CORRUPTIONS)
+    assert len(gen_city_c.ALL_CORRUPTIONS) == 19
+    clean = cv2.imread(str(target))
+    for corruption in gen_city_c.ALL_CORRUPTIONS:
+        corrupted = cv2.imread(str(dst / corruption / '5' / 'lindau' / target.name))
+        assert corrupted.shape == clean.shape and not np.array_equal(corrupted, clean), corruption
+
+
+def test_unreadable_inputs_are_named_and_fail_the_run_after_the_rest(val_dir, tmp_path, capsys):
+    broken = val_dir / 'lindau' / 'lindau_000099_000019_leftImg8bit.png'
+    broken.write_bytes(b'not a png')
+    dst = tmp_path / 'city_c'
+    stale = dst / 'brightness' / '1' / 'frankfurt' / '.tmp-interrupted.png'
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b'half a file')
+
+    code = gen_city_c.main(['--src', str(val_dir), '--dst', str(dst), '--corruptions',
+                            'brightness', '--severities', '1', '--workers', '1'])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(broken) in err and 'unreadable' in err
+    assert not stale.exists()
+    written = _relative_files(dst / 'brightness' / '1')
+    assert len(written) == 3 and broken.name not in ' '.join(written)
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match='not a directory'):
+        gen_city_c.main(['--src', str(tmp_path / 'missing'), '--dst', str(tmp_path / 'out')])
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(SystemExit, match='No \\*_leftImg8bit.png'):
+        gen_city_c.main(['--src', str(tmp_path / 'empty'), '--dst', str(tmp_path / 'out')])
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        gen_city_c.main(['--corruptions', 'rain'])

@@ -1,0 +1,66 @@
+"""tools/model_converters/fan_to_stl_mm.py: official -> stl_mm -> official round trip."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stl_mm.models.backbones import FAN
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tools' / 'model_converters'))
+import fan_to_stl_mm  # noqa: E402
+
+
+@pytest.fixture
+def official(official_fixtures, tmp_path):
+    fixture = torch.load(official_fixtures / 'mini_hybrid_token.pt', weights_only=True)
+    path = tmp_path / 'official.pth.tar'
+    torch.save(fixture['checkpoint'], path)
+    return fixture, path
+
+
+def test_round_trip_reproduces_the_official_checkpoint(official, tmp_path):
+    fixture, src = official
+    ours, back = tmp_path / 'ours.pth', tmp_path / 'back.pth'
+    fan_to_stl_mm.main([str(src), str(ours)])
+    converted = torch.load(ours, weights_only=True)
+    assert converted['meta']['arch'].startswith('no FAN preset')  # a custom mini model
+    assert 'head.aux_head.weight' in converted['state_dict']
+    fan_to_stl_mm.main(['--reverse', str(ours), str(back)])
+    restored = torch.load(back, weights_only=True)['state_dict']
+    original = fixture['checkpoint']['state_dict_ema']
+    assert restored.keys() == original.keys()
+    assert all(torch.equal(restored[k], original[k]) for k in original)
+
+
+def test_converted_checkpoint_loads_and_reproduces_outputs(official, tmp_path):
+    fixture, src = official
+    dst = tmp_path / 'ours.pth'
+    fan_to_stl_mm.convert(str(src), str(dst))
+    arch = FAN.arch_from_official(fixture['official_kwargs'], fixture['hybrid_stem'])
+    model = FAN(arch, init_cfg=dict(type='Pretrained', checkpoint=str(dst), prefix='backbone.'))
+    model.init_weights()
+    weights = torch.load(dst, weights_only=True)['state_dict']
+    with torch.no_grad():
+        (cls_feat, _), = model.eval()(fixture['input'])
+    logits = torch.nn.functional.linear(cls_feat, weights['head.head.weight'],
+                                        weights['head.head.bias'])
+    torch.testing.assert_close(logits, fixture['outputs']['cls_logits'], atol=1e-4, rtol=0)
+
+
+def test_wrong_direction_is_refused(official, tmp_path):
+    _, src = official
+    with pytest.raises(ValueError, match='drop --reverse'):
+        fan_to_stl_mm.convert(str(src), str(tmp_path / 'x.pth'), reverse=True)
+
+
+def test_command_line(official, tmp_path):
+    _, src = official
+    dst = tmp_path / 'cli.pth'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'model_converters' / 'fan_to_stl_mm.py'),
+         str(src), str(dst), '--no-ema'], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "weights from 'state_dict'" in result.stdout and dst.is_file()

@@ -1,0 +1,190 @@
+"""tools/test_robustness.py end to end on tiny synthetic suites with a model whose predictions
+are known: each image is one solid colour and the model names the class of the nearest colour.
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.model import BaseModule
+from mmpretrain.registry import MODELS
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+TENCH, GOLDFISH = 'n01440764', 'n01443537'  # class 0 (in neither A nor R), 1 (R only)
+STINGRAY, JUNCO = 'n01498041', 'n01534433'  # classes 6 and 13 (in A and R)
+SPOONBILL_A = 'n01558993'  # class 15 (A only)
+COLOURS = {0: (200, 40, 40), 1: (40, 200, 40), 6: (40, 40, 200), 13: (200, 200, 40),
+           15: (40, 200, 200)}
+CLASS_OF = {TENCH: 0, GOLDFISH: 1, STINGRAY: 6, JUNCO: 13, SPOONBILL_A: 15}
+
+
+@MODELS.register_module(force=True)
+class ColourPassThroughBackbone(BaseModule):
+    """Returns the image as its feature map, so that pooling gives its mean colour."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(0.))  # 1 after loading the checkpoint
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return (x * self.gain, )
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('test_robustness_tool',
+                                                  REPO_ROOT / 'tools' / 'test_robustness.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+MODEL_CONFIG = """
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=1000, mean=[0., 0., 0.],
+                           std=[255., 255., 255.], to_rgb=True),
+    backbone=dict(type='ColourPassThroughBackbone'),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=1000, in_channels=3))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+test_dataloader = dict(batch_size=4, num_workers=0,
+                       sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(type='WnidImageFolder', data_root='unused',
+                                    pipeline=test_pipeline))
+test_evaluator = dict(type='Accuracy')
+test_cfg = dict()
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_level = 'WARNING'
+"""
+
+
+def _nearest_colour_checkpoint(path: Path) -> None:
+    """A linear head that scores class k by -|c - colour_k|^2 up to a term shared by all k."""
+    weight, bias = torch.zeros(1000, 3), torch.full((1000, ), -1e4)
+    for label, colour in COLOURS.items():
+        centre = torch.tensor(colour, dtype=torch.float) / 255
+        weight[label], bias[label] = 2 * centre, -centre.square().sum()
+    torch.save({'state_dict': {'backbone.gain': torch.tensor(1.), 'head.fc.weight': weight,
+                               'head.fc.bias': bias}}, path)
+
+
+def _solid(folder: Path, name: str, label: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((36, 40, 3), COLOURS[label], np.uint8)).save(folder / f'{name}.png')
+
+
+def _images(folder: Path, colour_labels) -> None:
+    for index, label in enumerate(colour_labels):
+        _solid(folder, f'img{index}', label)
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp('robustness')
+    # Clean val: tench x2 right; goldfish right, one painted as a junco (wrong) -> 75%.
+    _images(root / 'imagenet' / 'val' / TENCH, [0, 0])
+    _images(root / 'imagenet' / 'val' / GOLDFISH, [1, 13])
+    # ImageNet-C: 4 images per cell, the wrong ones painted as goldfish.
+    right_per_cell = {('fog', 1): 4, ('fog', 2): 3, ('contrast', 1): 2, ('contrast', 2): 1,
+                      ('spatter', 1): 1, ('spatter', 2): 0}
+    for (corruption, severity), right in right_per_cell.items():
+        labels = [CLASS_OF[TENCH]] * 2 + [CLASS_OF[STINGRAY]] * 2
+        painted = [label if index < right else 1 for index, label in enumerate(labels)]
+        cell = root / 'imagenet-c' / corruption / str(severity)
+        _images(cell / TENCH, painted[:2])
+        _images(cell / STINGRAY, painted[2:])
+    # ImageNet-A (classes 6, 13, 15 among ours). Restricted to A, a tench-coloured image is
+    # nearest to the junco colour, a goldfish-coloured one too.
+    _images(root / 'imagenet-a' / STINGRAY, [6, 0])  # right; wrong (-> junco)
+    _images(root / 'imagenet-a' / JUNCO, [0, 13])  # right only thanks to the mask; right
+    _images(root / 'imagenet-a' / SPOONBILL_A, [6])  # wrong (-> stingray)
+    # ImageNet-R (classes 1, 6, 13 among ours); a tench-coloured goldfish -> junco.
+    _images(root / 'imagenet-r' / GOLDFISH, [1, 0])  # right; wrong
+    _images(root / 'imagenet-r' / STINGRAY, [6])  # right
+    config = root / 'colour_model.py'
+    config.write_text(MODEL_CONFIG)
+    checkpoint = root / 'colour_model.pth'
+    _nearest_colour_checkpoint(checkpoint)
+    data_roots = [f'in1k={root / "imagenet"}', f'in-c={root / "imagenet-c"}',
+                  f'in-a={root / "imagenet-a"}', f'in-r={root / "imagenet-r"}']
+    return dict(root=root, config=str(config), checkpoint=str(checkpoint),
+                data_roots=data_roots)
+
+
+def _run(world: dict, out: Path, *options: str) -> dict:
+    tool.main([world['config'], world['checkpoint'], '--out', str(out), '--work-dir',
+               str(out.parent / 'work'), '--data-root', *world['data_roots'], *options])
+    return json.loads(out.read_text())
+
+
+def test_all_suites_give_the_hand_computed_numbers(world, tmp_path):
+    out = tmp_path / 'results.json'
+    results = _run(world, out, '--suites', 'in1k', 'in-c', 'in-a', 'in-r', '--corruptions',
+                   'fog', 'contrast', 'spatter', '--severities', '1', '2')
+    cells = results['suites']['in-c']['cells']
+    assert {key: cell['top1'] for key, cell in cells.items()} == pytest.approx({
+        'fog/1': 100.0, 'fog/2': 75.0, 'contrast/1': 50.0, 'contrast/2': 25.0,
+        'spatter/1': 25.0, 'spatter/2': 0.0})
+    assert all(cell['num_samples'] == 4 for cell in cells.values())
+    summary = results['summary']
+    assert summary['in1k']['top1'] == pytest.approx(75.0)
+    assert summary['in-a']['top1'] == pytest.approx(60.0)  # 40% without the 200-class mask
+    assert summary['in-r']['top1'] == pytest.approx(200 / 3)
+    in_c = summary['in-c']
+    ce_fog = 100 * (0.0 + 0.25) / (0.67474 + 0.7605)
+    ce_contrast = 100 * (0.5 + 0.75) / (0.64548 + 0.7615)
+    assert in_c['mCE'] == pytest.approx((ce_fog + ce_contrast) / 2)
+    assert 'CE/spatter' not in in_c
+    assert in_c['mCA'] == pytest.approx((87.5 + 37.5) / 2)
+    assert in_c['mCA_all'] == pytest.approx((87.5 + 37.5 + 12.5) / 3)
+    assert in_c['retention'] == pytest.approx(100 * 62.5 / 75)
+    assert summary['in-a']['retention'] == pytest.approx(80.0)
+    markdown = out.with_suffix('.md').read_text()
+    for heading in ('## Overview', '## ImageNet-1K (clean)', '## ImageNet-C', '## ImageNet-A',
+                    '## ImageNet-R'):
+        assert heading in markdown
+    assert '| fog | 100.00 | 75.00 | 87.50 |' in markdown
+
+
+def test_resume_skips_recorded_cells(world, tmp_path):
+    out = tmp_path / 'results.json'
+    first = _run(world, out, '--suites', 'in-c', '--corruptions', 'fog', '--severities', '1')
+    assert list(first['suites']['in-c']['cells']) == ['fog/1']
+    first['suites']['in-c']['cells']['fog/1']['top1'] = 12.0  # a recorded cell is not rerun
+    out.write_text(json.dumps(first))
+    second = _run(world, out, '--suites', 'in-c', '--corruptions', 'fog', '--severities', '1',
+                  '2')
+    cells = second['suites']['in-c']['cells']
+    assert cells['fog/1']['top1'] == 12.0 and cells['fog/2']['top1'] == pytest.approx(75.0)
+    assert second['summary']['in-c']['top1/fog'] == pytest.approx((12.0 + 75.0) / 2)
+    other = tmp_path / 'other.pth'
+    other.write_bytes(Path(world['checkpoint']).read_bytes())
+    with pytest.raises(SystemExit, match='another --out'):
+        tool.main([world['config'], str(other), '--out', str(out), '--suites', 'in-c',
+                   '--data-root', *world['data_roots']])
+
+
+def test_on_the_fly_corruptions(world, tmp_path):
+    # Brightness at severity 1 brightens each solid colour without moving it nearer to another
+    # class colour, so the clean answers (75%) survive, after resizing, corruption and JPEG.
+    out = tmp_path / 'results.json'
+    results = _run(world, out, '--suites', 'in-c', '--in-c-on-the-fly', '--corruptions',
+                   'brightness', '--severities', '1', '--data-root',
+                   f'in-c={world["root"] / "imagenet"}')
+    cell = results['suites']['in-c']['cells']['brightness/1']
+    assert cell['num_samples'] == 4 and cell['top1'] == pytest.approx(75.0)
+
+
+def test_bad_arguments_are_refused(world):
+    with pytest.raises(SystemExit):
+        tool.parse_args([world['config'], world['checkpoint'], '--corruptions', 'rain'])
+    with pytest.raises(SystemExit):
+        tool.parse_args([world['config'], world['checkpoint'], '--severities', '0'])

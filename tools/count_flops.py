@@ -1,0 +1,99 @@
+"""Count parameters and FLOPs of FAN presets (the table in docs/presets.md).
+
+FLOPs are multiply-accumulates counted by mmengine's ``FlopAnalyzer`` (the convention of the
+FAN paper and of fvcore), with a handle for ``scaled_dot_product_attention``, which the
+stock counter skips. Classification FLOPs include the 1000-class head.
+
+Examples::
+
+    python tools/count_flops.py                         # every official preset at 224x224
+    python tools/count_flops.py --arch b-hybrid --size 1024 1024 --dense --markdown
+"""
+import argparse
+import math
+import os.path as osp
+import sys
+from typing import Any, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.analysis import FlopAnalyzer  # noqa: E402
+from mmengine.analysis.jit_handles import get_shape  # noqa: E402
+
+from stl_mm.models.backbones import FAN  # noqa: E402
+
+DEFAULT_ARCHS = [name for name in FAN.official_names if not name.endswith('_token')]
+
+
+def sdpa_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
+    """MACs of softmax(q k^T) v for q (B, h, Nq, d), k (B, h, Nk, d), v (B, h, Nk, dv)."""
+    q_shape, k_shape, v_shape = (get_shape(value) for value in inputs[:3])
+    batch_heads = math.prod(q_shape[:-2])
+    return batch_heads * q_shape[-2] * k_shape[-2] * (q_shape[-1] + v_shape[-1])
+
+
+class _WithHeads(nn.Module):
+    """The official classification model: backbone, class head (and token head)."""
+
+    def __init__(self, backbone: FAN, num_classes: int, token_head: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+        self.aux_head = nn.Linear(backbone.num_features, num_classes) if token_head else None
+
+    def forward(self, x: torch.Tensor):
+        (cls_feat, patch_map), = self.backbone(x)
+        logits = self.head(cls_feat)
+        if self.aux_head is None:
+            return logits
+        return logits, self.aux_head(patch_map.flatten(2).transpose(1, 2))
+
+
+def count(arch: str, size: Sequence[int], dense: bool, feat_downsample: bool = True,
+          num_classes: int = 1000) -> dict:
+    """Parameters and FLOPs of one preset."""
+    backbone = FAN(arch, dense=dense, feat_downsample=feat_downsample).eval()
+    model = backbone if dense else _WithHeads(backbone, num_classes, arch.endswith('_token'))
+    analyzer = FlopAnalyzer(model.eval(), torch.zeros(1, 3, *size))
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_handle)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        flops = analyzer.total()
+    return dict(arch=arch,
+                backbone_params=sum(p.numel() for p in backbone.parameters()),
+                model_params=sum(p.numel() for p in model.parameters()),
+                flops=flops,
+                dense_channels=backbone.dense_channels if dense else None,
+                dense_strides=backbone.dense_strides if dense else None)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--arch', nargs='+', default=DEFAULT_ARCHS, help='presets to count')
+    parser.add_argument('--size', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'))
+    parser.add_argument('--dense', action='store_true', help='count the dense backbone')
+    parser.add_argument('--no-feat-downsample', action='store_true',
+                        help='dense hybrids: keep the last level at stride 16')
+    parser.add_argument('--markdown', action='store_true', help='print a markdown table')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.markdown:
+        print('| preset | params (M) | model params (M) | GFLOPs |')
+        print('| --- | ---: | ---: | ---: |')
+    for arch in args.arch:
+        result = count(arch, args.size, args.dense, not args.no_feat_downsample)
+        if args.markdown:
+            print(f"| {arch} | {result['backbone_params'] / 1e6:.2f} | "
+                  f"{result['model_params'] / 1e6:.2f} | {result['flops'] / 1e9:.2f} |")
+        else:
+            print(result)
+
+
+if __name__ == '__main__':
+    main()
