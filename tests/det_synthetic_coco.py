@@ -13,10 +13,13 @@ from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
+from mmdet.datasets import CocoDataset
 
-#: COCO category ids and names used by the synthetic objects (names must be COCO's, because
-#: mmdet's CocoDataset selects annotations by its 80 class names).
-CATEGORIES = [dict(id=1, name='person'), dict(id=3, name='car'), dict(id=18, name='dog')]
+#: All 80 COCO classes (mmdet's CocoDataset and CocoMetric map labels through these names);
+#: the synthetic objects use the first few.
+CATEGORIES = [dict(id=label + 1, name=name)
+              for label, name in enumerate(CocoDataset.METAINFO['classes'])]
+OBJECT_CATEGORIES = CATEGORIES[:3]
 
 
 def _random_shape(rng: np.random.Generator, height: int,
@@ -68,7 +71,7 @@ def make_synthetic_coco(root: Path,
             x_min, y_min = points.min(axis=0)
             x_max, y_max = points.max(axis=0)
             box = [float(x_min), float(y_min), float(x_max - x_min), float(y_max - y_min)]
-            category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+            category = OBJECT_CATEGORIES[int(rng.integers(len(OBJECT_CATEGORIES)))]
             annotations.append(
                 dict(id=len(annotations) + 1, image_id=image_id, category_id=category['id'],
                      bbox=box, area=float(cv2.contourArea(points)), segmentation=[polygon],

@@ -38,11 +38,6 @@ class TokenLabelingDataPreprocessor(ClsDataPreprocessor):
     Args:
         **kwargs: Arguments of :class:`mmpretrain.models.utils.ClsDataPreprocessor`
             (``mean``, ``std``, ``to_rgb``, ``num_classes``, ``batch_augments``...).
-
-    Returns (of ``forward``):
-        ``dict(inputs, data_samples, teacher_inputs, batch_mix)`` where ``teacher_inputs`` is
-        a (N, 3, H, W) tensor or None and ``batch_mix`` is a ``BatchMixRecord`` when Mixup or
-        CutMix ran on this batch, else None.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -77,6 +72,11 @@ class TokenLabelingDataPreprocessor(ClsDataPreprocessor):
             data: Collated batch with ``inputs``, ``data_samples`` and, for dual-view
                 pipelines, ``teacher_inputs``.
             training: Whether to apply the batch augments.
+
+        Returns:
+            ``dict(inputs, data_samples, teacher_inputs, batch_mix)``: ``teacher_inputs`` is a
+            (N, 3, H, W) tensor or None; ``batch_mix`` is a ``BatchMixRecord`` when Mixup or
+            CutMix ran on this batch, else None.
         """
         for augment in self.recording_augments:
             augment.last_record = None

@@ -131,7 +131,7 @@ def test_corrupt_rejects_bad_input(image):
 
 
 def test_mmdet_corrupt_transform_works_with_the_fixed_corruptions(image):
-    from mmdet.datasets.transforms import Corrupt
+    from mmdet.datasets.transforms.transforms import Corrupt
     for name in ('glass_blur', 'gaussian_blur', 'fog'):
         results = Corrupt(corruption=name, severity=2)(dict(img=image.copy()))
         assert results['img'].shape == image.shape

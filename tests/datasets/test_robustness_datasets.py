@@ -25,6 +25,10 @@ def _write_images(folder: Path, count: int, size: int = 36) -> None:
         Image.fromarray(pixels).save(folder / f'img{index}.png')
 
 
+def _infos(dataset) -> list:
+    return [dataset.get_data_info(index) for index in range(len(dataset))]
+
+
 def test_wnid_lists():
     assert len(IMAGENET_WNIDS) == len(set(IMAGENET_WNIDS)) == len(IMAGENET_CATEGORIES) == 1000
     assert list(IMAGENET_WNIDS) == sorted(IMAGENET_WNIDS)
@@ -43,7 +47,7 @@ def test_wnid_folder_labels_index_imagenet_for_any_subset(tmp_path):
         _write_images(tmp_path / 'val' / wnid, 2)
     dataset = WnidImageFolder(data_root=str(tmp_path), data_prefix='val')
     assert len(dataset) == 4
-    assert sorted({info['gt_label'] for info in dataset.data_list}) == [1, 13]
+    assert sorted({info['gt_label'] for info in _infos(dataset)}) == [1, 13]
     assert dataset.metainfo['classes'][13] == IMAGENET_CATEGORIES[13]
 
 
@@ -51,7 +55,7 @@ def test_wnid_folder_reads_annotation_files(tmp_path):
     _write_images(tmp_path / 'val', 2)
     (tmp_path / 'val.txt').write_text('img0.png 7\nimg1.png 999\n')
     dataset = WnidImageFolder(data_root=str(tmp_path), data_prefix='val', ann_file='val.txt')
-    assert [info['gt_label'] for info in dataset.data_list] == [7, 999]
+    assert [info['gt_label'] for info in _infos(dataset)] == [7, 999]
 
 
 def test_wnid_folder_rejects_unknown_folders(tmp_path):
@@ -69,22 +73,22 @@ def test_imagenet_c_published_layout(tmp_path):
                         severities=[1, 2])
     assert len(dataset) == 2 * 2 * 3 * 2
     assert dataset.metainfo['corruptions'] == ('fog', 'contrast')
-    cells = {(info['corruption'], info['severity']) for info in dataset.data_list}
+    cells = {(info['corruption'], info['severity']) for info in _infos(dataset)}
     assert cells == {('fog', 1), ('fog', 2), ('contrast', 1), ('contrast', 2)}
-    for info in dataset.data_list:
+    for info in _infos(dataset):
         wnid = Path(info['img_path']).parent.name
         assert info['gt_label'] == IMAGENET_WNIDS.index(wnid)
         assert Path(info['img_path']).parts[-4:-2] == (info['corruption'],
                                                       str(info['severity']))
     one_cell = ImageNetC(data_root=str(tmp_path), corruptions=['contrast'], severities=[2])
     assert len(one_cell) == 6
-    assert {(i['corruption'], i['severity']) for i in one_cell.data_list} == {('contrast', 2)}
+    assert {(i['corruption'], i['severity']) for i in _infos(one_cell)} == {('contrast', 2)}
 
 
 def test_imagenet_c_category_folders_and_clear_errors(tmp_path):
     _write_images(tmp_path / 'weather' / 'fog' / '3' / TENCH, 1)
     dataset = ImageNetC(data_root=str(tmp_path), corruptions=['fog'], severities=[3])
-    assert len(dataset) == 1 and dataset.data_list[0]['gt_label'] == 0
+    assert len(dataset) == 1 and _infos(dataset)[0]['gt_label'] == 0
     with pytest.raises(FileNotFoundError, match='corruptions='):
         ImageNetC(data_root=str(tmp_path), corruptions=['snow'], severities=[3])
     with pytest.raises(FileNotFoundError, match='severities='):
@@ -101,7 +105,7 @@ def test_imagenet_a_and_r_label_their_200_classes(tmp_path, dataset_type, wnids)
     dataset = dataset_type(data_root=str(tmp_path))
     indices = dataset.metainfo['output_class_indices']
     assert len(indices) == len(dataset.metainfo['classes']) == 200
-    for info in dataset.data_list:
+    for info in _infos(dataset):
         wnid = Path(info['img_path']).parent.name
         assert wnids[info['gt_label']] == wnid
         assert indices[info['gt_label']] == IMAGENET_WNIDS.index(wnid)
@@ -126,7 +130,7 @@ def test_on_the_fly_corruption_is_seeded_per_image(tmp_path):
     again = _on_the_fly(tmp_path, corruptions=['gaussian_noise', 'fog'], severities=[1, 3])
     for index in reversed(range(len(dataset))):  # another order, a fresh dataset
         np.testing.assert_array_equal(again[index]['img'], first[index])
-    for index, info in enumerate(dataset.data_list):
+    for index, info in enumerate(_infos(dataset)):
         clean_rgb = np.array(Image.open(info['img_path']))
         image_key = str(Path(info['img_path']).relative_to(tmp_path / 'val'))
         seed = corruption_seed(0, image_key, info['corruption'], info['severity'])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+import stl_mm  # noqa: F401  (allow-lists the globals mmengine writes into checkpoints)
 from tiny_image_folder import make_image_folder
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
 """FrozenTeacherHook: a real mmengine Runner trains a tiny STL student with a frozen teacher."""
+import json
 import types
 import uuid
 from pathlib import Path
@@ -176,7 +177,10 @@ def test_resume_continues_and_reloads_the_teacher(trained):
     assert resumed.iter == 6
     log = (Path(resumed.log_dir) / f'{resumed.timestamp}.log').read_text()
     assert 'resumed' in log.lower() and 'iter_4.pth' in log
-    assert 'Iter(train) [5/6]' in log and 'Iter(train) [1/6]' not in log
+    scalars = Path(resumed.log_dir) / 'vis_data' / 'scalars.json'
+    logged = [json.loads(line) for line in scalars.read_text().splitlines()]
+    assert [entry['iter'] for entry in logged] == [5, 6]
+    assert all(entry['loss_token'] > 0 for entry in logged)
     teacher = resumed.model.teacher
     assert teacher is not trained.first['teacher']
     for key, value in teacher.state_dict().items():
