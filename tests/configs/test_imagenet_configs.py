@@ -212,6 +212,8 @@ def test_student_config_trains_one_step_on_synthetic_images():
     model.set_teacher(teacher)
     data = model.data_preprocessor(batch, training=True)
     assert data['batch_mix'] is not None and data['teacher_inputs'].shape == (2, 3, 96, 96)
-    losses = model(**data, mode='loss')
-    assert set(losses) >= {'loss_cls', 'loss_token'}
-    assert all(torch.isfinite(value) for value in losses.values())
+    for token_label_mix in ('none', 'aligned'):
+        model.token_loss.token_label_mix = token_label_mix
+        losses = model(**data, mode='loss')
+        assert set(losses) >= {'loss_cls', 'loss_token'}
+        assert all(torch.isfinite(value) for value in losses.values())

@@ -1,5 +1,5 @@
 """Image classifier for FAN baselines and both stages of Self-emerging Token Labeling."""
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -204,7 +204,7 @@ class TokenLabelingClassifier(ImageClassifier):
 
 
 def _convert_official_checkpoint(module: nn.Module, state_dict: dict, prefix: str,
-                                 *args: Sequence) -> None:
+                                 *args: Any) -> None:
     """Load-state-dict pre-hook: convert an official FAN / STL state dict in place."""
     own_keys = [key for key in state_dict if key.startswith(prefix)]
     if not own_keys or not is_official_layout({key[len(prefix):]: None for key in own_keys}):
