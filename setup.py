@@ -13,6 +13,7 @@ setup(
     version=read_version(),
     description='FAN backbones and Self-emerging Token Labeling (STL) for OpenMMLab 2.x',
     packages=find_packages(include=['stl_mm', 'stl_mm.*']),
+    package_data={'stl_mm.datasets': ['*.txt']},
     python_requires='>=3.9',
     install_requires=[
         'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0', 'mmpretrain>=1.2.0',

@@ -88,7 +88,7 @@ class DemoSizes:
 
 
 FULL = DemoSizes()
-QUICK = DemoSizes(train_images=256, epochs=1, clean_images=256, corruption_images=16,
+QUICK = DemoSizes(train_images=256, epochs=2, clean_images=256, corruption_images=16,
                   token_label_images=64, gumbel_draws=2, figure_images=3)
 
 
@@ -388,6 +388,9 @@ def run_demo(argv: Optional[List[str]] = None) -> dict:
     if args.train_images is not None:
         sizes = replace(sizes, train_images=args.train_images)
     if args.epochs is not None:
+        if args.epochs < 2:
+            raise SystemExit('--epochs must be at least 2: the schedule warms up for one epoch '
+                             'and then decays.')
         sizes = replace(sizes, epochs=args.epochs)
     work_dir = osp.abspath(args.work_dir)
     data_dir = osp.abspath(args.data_dir)
