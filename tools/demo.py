@@ -43,7 +43,7 @@ sys.path.insert(0, TOOLS_DIR)
 import stl_mm  # noqa: E402,F401  (registers every module)
 from mmcv.transforms import Compose  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmpretrain.registry import DATASETS, MODELS  # noqa: E402
+from mmpretrain.registry import DATASETS, MODELS, TRANSFORMS  # noqa: E402
 from prepare_fashion_mnist import DEFAULT_DATA_DIR, prepare_fashion_mnist  # noqa: E402
 from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, corrupt  # noqa: E402
 from stl_mm.evaluation.metrics.robustness import summarize_robustness  # noqa: E402
@@ -423,7 +423,7 @@ def run_demo(argv: Optional[List[str]] = None) -> dict:
     student_cfg = configs['stage2_student']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         student_cfg[loader]['dataset']['data_prefix'] = data_dir
-    pipeline = Compose(student_cfg.test_dataloader.dataset.pipeline)
+    pipeline = Compose([TRANSFORMS.build(step) for step in student_cfg.test_dataloader.dataset.pipeline])
     robustness = evaluate_robustness(models, pipeline, test_dataset(student_cfg, data_dir),
                                      sizes, args.seed)
     token_labels = evaluate_token_labels(student_cfg, teacher_checkpoint, data_dir, sizes,

@@ -45,9 +45,9 @@ def test_corrupt_acts_on_the_loaded_image_before_resizing(synthetic_cfg):
     cfg, dataset = synthetic_cfg
     corrupted = tool.corrupted_test_config(cfg, 'jpeg_compression', 5)
 
-    steps = [step.type for step in corrupted.test_dataloader.dataset.pipeline]
+    steps = [step['type'] for step in corrupted.test_dataloader.dataset.pipeline]
     assert steps[:3] == ['LoadImageFromFile', 'Corrupt', 'Resize']
-    assert 'Corrupt' not in [step.type for step in cfg.test_dataloader.dataset.pipeline]
+    assert 'Corrupt' not in [step['type'] for step in cfg.test_dataloader.dataset.pipeline]
 
     init_default_scope('mmdet')
     item = DATASETS.build(corrupted.test_dataloader.dataset)[0]
