@@ -23,6 +23,7 @@ Examples:
     python tools/demo.py --skip-training       # re-evaluate the checkpoints of an earlier run
 """
 import argparse
+import copy
 import os
 import os.path as osp
 import platform
@@ -145,7 +146,7 @@ def train_stage(stage: Stage, work_dir: str, data_dir: str, sizes: DemoSizes, se
 # ----------------------------------------------------------------------------- evaluation
 def load_classifier(config: Config, checkpoint: str) -> torch.nn.Module:
     """Build ``config.model`` with its data preprocessor and load (EMA) weights."""
-    model_cfg = dict(config.model, data_preprocessor=config.data_preprocessor)
+    model_cfg = copy.deepcopy(dict(config.model, data_preprocessor=config.data_preprocessor))
     model = MODELS.build(model_cfg)
     state_dict, _ = read_checkpoint(checkpoint, use_ema=True)
     model.load_state_dict(state_dict, strict=True)

@@ -76,9 +76,10 @@ def checkpoint_for_testing(checkpoint: str, work_dir: str, use_ema: bool = True)
     mmengine checkpoints are returned unchanged. Official FAN/STL checkpoints (timm layout) are
     converted once, choosing EMA weights when present, and written under ``work_dir``.
     """
-    from stl_mm.models.backbones.fan_checkpoint import official_to_stl_mm, read_checkpoint
+    from stl_mm.models.backbones.fan_checkpoint import (is_official_layout, official_to_stl_mm,
+                                                        read_checkpoint)
     state_dict, info = read_checkpoint(checkpoint, use_ema=use_ema)
-    if any(key.startswith('backbone.') for key in state_dict):
+    if not is_official_layout(state_dict):
         return checkpoint
     converted = osp.join(work_dir, 'converted_' + osp.basename(checkpoint))
     if torch_dist.is_initialized() and torch_dist.get_rank() != 0:
