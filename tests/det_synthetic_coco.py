@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 from mmdet.datasets import CocoDataset
+from mmengine.config import Config
 
 #: All 80 COCO classes (mmdet's CocoDataset and CocoMetric map labels through these names);
 #: the synthetic objects use the first few.
@@ -101,14 +102,16 @@ def _scale_down(node: object, divisor: int) -> object:
     return type(node)(shrunk)
 
 
-def fit_to_synthetic_coco(cfg, dataset: Dict[str, str], work_dir: str, scale_divisor: int = 8):
+def fit_to_synthetic_coco(cfg: Config, dataset: Dict[str, str], work_dir: str,
+                          scale_divisor: int = 8) -> Config:
     """Point a detection config at :func:`make_synthetic_coco` data and make it CPU-cheap.
 
     What changes: data roots and annotation files, every resize/crop scale divided by
     ``scale_divisor`` (the augmentation structure stays), batch 1 without workers, no
     pretrained checkpoint, fewer proposals and sampled RoIs, every test detection kept, one
-    epoch without validation, no checkpoint saving.
-    Everything else (model, heads, losses, optimizer, schedule) is the config's own.
+    epoch without validation, no checkpoint saving. Everything else (model, heads, losses,
+    optimizer, schedule) is the config's own. The heads keep SyncBN: without a process group,
+    mmengine's runner reverts it to BN (a bare model needs ``revert_sync_batchnorm`` to train).
 
     Args:
         cfg: A loaded mmengine ``Config`` of configs/det.

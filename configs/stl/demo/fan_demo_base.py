@@ -32,7 +32,7 @@ model = dict(
 dataset_type = 'FashionMNIST'
 data_root = 'data/fashion_mnist'
 # The first images of the training set (its order is already shuffled): all classes balanced.
-num_train_images = 10000
+num_train_images = 8000
 
 data_preprocessor = dict(
     type='TokenLabelingDataPreprocessor',
@@ -102,7 +102,7 @@ test_evaluator = val_evaluator
 # AdamW with FAN's decay exemptions; lr 2e-3 for 128 images per step (as the official
 # FAN-T runs per 1024: a small model on a short schedule takes the higher rate), one warm-up
 # epoch, cosine decay to 1e-5.
-max_epochs = 6
+max_epochs = 5
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
     paramwise_cfg=dict(
