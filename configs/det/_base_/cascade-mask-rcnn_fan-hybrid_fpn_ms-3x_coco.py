@@ -3,18 +3,20 @@
 # backbone preset, its ImageNet checkpoint and the FPN input widths.
 #
 # - Backbone: FAN-Hybrid in dense mode, four maps at strides 4, 8, 16, 32 (the two ConvNeXt stem
-#   stages, the FAN token map, and a learnable stride-2 downsample of it), stochastic depth 0.3.
+#   stages, the tokens after the preset's tapped block, and a learnable stride-2 downsample of the
+#   final tokens), stochastic depth 0.3. The official runs also checkpointed activations
+#   (model.backbone.with_cp=True: less memory, slower).
 # - Heads: three cascade stages with 4 shared 3x3 convs (SyncBN) + 1 FC, class-specific box
 #   regression trained with GIoU loss on decoded boxes; the FCN mask head.
 # - Data: DETR-style multi-scale training (short side 480-800 step 32, long side <= 1333, or a
 #   random crop between two resizes); test at 1333x800.
-# - Schedule: AdamW lr 1e-4, wd 0.05 (none on norm weights), 36 epochs, x0.1 at 27 and 33, 500
-#   linear warm-up iterations; total batch 16 (8 GPUs x 2 images).
+# - Schedule: AdamW lr 1e-4, wd 0.05 (none on parameters named *norm*), 36 epochs, x0.1 at 27
+#   and 33, 500 linear warm-up iterations; total batch 16 (8 GPUs x 2 images).
 #
 # Mixed precision (the official runs used fp16): tools/train.py CONFIG --amp.
-# SyncBN needs a distributed launch (tools/dist_train.sh); a plain single-process run of
-# tools/train.py or tools/test.py works too, because mmengine's runner turns SyncBN back into BN
-# when it is not distributed.
+# SyncBN: with tools/dist_train.sh on GPUs it synchronises; a single-process tools/train.py or
+# tools/test.py run works too (mmengine's runner turns SyncBN back into BN when not distributed).
+# torch's SyncBN cannot train on CPU processes (gloo): there, set the three heads' norm_cfg to BN.
 _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
@@ -167,7 +169,8 @@ param_scheduler = [
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # As the official configs: no weight decay for parameters whose name contains 'norm'.
+    # As the official configs: no weight decay for parameters whose name contains 'norm' (the
+    # LayerNorms of the FAN and ConvNeXt blocks; FAN keeps the official parameter names).
     paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 # The learning rate above is for 16 images per iteration; --cfg-options auto_scale_lr.enable=True
 # scales it linearly to another total batch size.
