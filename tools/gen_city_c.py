@@ -129,11 +129,6 @@ def _worker(job: Tuple[Task, Path, Path, int]) -> Tuple[str, Optional[str]]:
     return job[0][0], corrupt_image(*job)
 
 
-def _init_worker() -> None:
-    # Workers already run in parallel: keep each one single-threaded.
-    cv2.setNumThreads(1)
-
-
 def pending_tasks(images: Sequence[str], corruptions: Sequence[str],
                   severities: Sequence[int], dst: Path) -> List[Task]:
     """(image, corruption) pairs with at least one severity not yet written."""
@@ -169,8 +164,15 @@ def run_tasks(tasks: Sequence[Task], src: Path, dst: Path, base_seed: int,
     if workers == 1:
         collect(map(_worker, jobs))
     else:
-        with multiprocessing.get_context('fork').Pool(workers, _init_worker) as pool:
-            collect(pool.imap_unordered(_worker, jobs, chunksize=1))
+        # Workers already run in parallel, so each keeps OpenCV single-threaded. This is set
+        # before forking: changing it inside a forked child can hang on the parent's pool.
+        opencv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with multiprocessing.get_context('fork').Pool(workers) as pool:
+                collect(pool.imap_unordered(_worker, jobs, chunksize=1))
+        finally:
+            cv2.setNumThreads(opencv_threads)
     print()
     return unreadable
 

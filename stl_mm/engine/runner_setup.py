@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 
 __all__ = ['DictAction', 'prepare_config', 'build_runner', 'checkpoint_for_testing']
@@ -50,16 +52,25 @@ def _use_gloo_on_cpu(cfg: Config) -> None:
 
     mmengine's own initialisation always selects a CUDA device and its default DDP wrapper pins
     ``device_ids`` to a GPU, so on CPU we open the gloo process group ourselves (the runner then
-    skips its own) and let DDP wrap CPU modules (``device_ids=None``).
+    skips its own) and wrap CPU modules with :class:`CPUDistributedDataParallel`.
     """
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend='gloo')
     cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
-    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['type'] = 'CPUDistributedDataParallel'
     wrapper.setdefault('broadcast_buffers', False)
     wrapper['device_ids'] = None  # mmengine would otherwise fill in [LOCAL_RANK], a GPU index
     cfg.model_wrapper_cfg = wrapper
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """DDP over CPU processes: SyncBN layers (the dense heads' default) become plain BN,
+    because torch's SyncBatchNorm only trains on GPUs."""
+
+    def __init__(self, module, **kwargs) -> None:
+        super().__init__(module=revert_sync_batchnorm(module), **kwargs)
 
 
 def build_runner(cfg: Config) -> Runner:
