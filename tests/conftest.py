@@ -21,6 +21,17 @@ def official_fixtures() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """A Runner leaves its config's default scope (mmseg, mmdet, ...) current for the rest of
+    the process; later registry lookups would then search the wrong codebase first."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)

@@ -8,7 +8,8 @@
 Labels are horizontal bands of a few classes with an ignored stripe; each image is its label's
 class colour plus noise, so a model can in principle learn the mapping.
 
-Test files load this module by path (the suite runs with ``--import-mode=importlib``).
+``tiny_segmentation_config`` shrinks a configs/seg config to that tree. Test files load this
+module by path (the suite runs with ``--import-mode=importlib``).
 """
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -74,18 +75,21 @@ def make_cityscapes(root: Path,
 
 
 def tiny_segmentation_config(config: Path, data_root: Path, work_dir: Path,
-                             max_iters: int = 2) -> Config:
+                             max_iters: int = 2, validate: bool = False) -> Config:
     """A real segmentation config shrunk to the synthetic data: 64x64 crops, 2 iterations.
 
-    Only sizes, paths, batch and worker counts change; model, optimizer and the pipelines'
-    transforms stay those of the config. The encoder starts from its own initialisation.
+    Only sizes, paths, batch and worker counts, the schedule's length, (unless ``validate``)
+    validation during training, and the head's width (768 -> 64: at these sizes it would
+    dominate CPU time) change; backbone, wiring, optimizer and the pipelines' transforms stay
+    those of the config. The encoder starts from its own initialisation.
     """
     cfg = Config.fromfile(str(config))
     crop = (64, 64)
     cfg.work_dir = str(work_dir)
     cfg.model.backbone.init_cfg = None
+    cfg.model.decode_head.channels = 64
     cfg.model.data_preprocessor.size = crop
-    cfg.model.test_cfg = dict(mode='slide', crop_size=crop, stride=(48, 48))
+    cfg.model.test_cfg = dict(mode='slide', crop_size=crop, stride=crop)  # 2 windows per image
     for step in cfg.train_dataloader.dataset.pipeline:
         if step.type == 'RandomResize':
             step.scale = (128, 64)
@@ -101,7 +105,8 @@ def tiny_segmentation_config(config: Path, data_root: Path, work_dir: Path,
     cfg.param_scheduler = [
         dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1),
         dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1, end=max_iters)]
-    cfg.train_cfg.update(max_iters=max_iters, val_interval=max_iters)
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=max_iters,
+                         val_begin=1 if validate else max_iters + 1)
     cfg.default_hooks.checkpoint.update(interval=max_iters)
     cfg.default_hooks.logger.interval = 1
     cfg.env_cfg.cudnn_benchmark = False

@@ -46,6 +46,7 @@ import contextlib
 import copy
 import itertools
 import json
+import logging
 import os
 import os.path as osp
 import platform
@@ -128,8 +129,14 @@ def parse_arch(text: str):
     return json.loads(text) if text.lstrip().startswith('{') else text
 
 
-def arch_label(arch) -> str:
-    return arch if isinstance(arch, str) else 'custom:' + json.dumps(arch, sort_keys=True)
+def teacher_label(teacher: Optional[str]) -> str:
+    """Short table label of a ``--teacher-arch`` entry."""
+    if teacher is None:
+        return '-'
+    arch = parse_arch(teacher)
+    if isinstance(arch, str):
+        return arch
+    return f"custom(depth={arch.get('depth')}, dims={arch.get('embed_dims')})"
 
 
 def classifier_cfg(arch, mode: str, num_classes: int, drop_path_rate: float) -> dict:
@@ -198,9 +205,16 @@ class ModelSource:
 
 
 def build_model(cfg: dict) -> nn.Module:
+    from mmengine.logging import MMLogger
     from mmpretrain.registry import MODELS
-    model = MODELS.build(cfg)
-    model.init_weights()
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # init_weights logs one line per parameter
+    try:
+        model = MODELS.build(cfg)
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
     return model
 
 
@@ -241,8 +255,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_calls(fn: Callable[[], None], device: torch.device, warmup: int,
-               repeats: int) -> Tuple[List[float], float]:
-    """Seconds of each timed call, and of the whole warm-up."""
+               repeats: int) -> Tuple[List[float], List[float], float]:
+    """Wall-clock and process CPU seconds of each timed call, and the warm-up's wall seconds.
+
+    Process CPU time counts all threads of this process; with one torch thread on a shared
+    machine it is far less disturbed by other processes than wall time.
+    """
     start = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -250,16 +268,17 @@ def time_calls(fn: Callable[[], None], device: torch.device, warmup: int,
     warmup_s = time.perf_counter() - start
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return times, warmup_s
+        cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times, warmup_s
 
 
-def summarize(times: List[float], batch_size: int) -> dict:
+def summarize(times: List[float], cpu_times: List[float], batch_size: int) -> dict:
     ordered = sorted(times)
     quartiles = statistics.quantiles(ordered, n=4, method='inclusive') if len(ordered) > 1 else (
         ordered * 3)
@@ -271,7 +290,9 @@ def summarize(times: List[float], batch_size: int) -> dict:
         q3_ms=quartiles[2] * 1e3,
         min_ms=ordered[0] * 1e3,
         max_ms=ordered[-1] * 1e3,
-        images_per_s=batch_size / median)
+        images_per_s=batch_size / median,
+        cpu_times_ms=[round(t * 1e3, 3) for t in cpu_times],
+        cpu_median_ms=statistics.median(cpu_times) * 1e3)
 
 
 def make_batch(batch_size: int, image_size: Sequence[int], num_classes: int,
@@ -351,8 +372,8 @@ def _measure(setting: Setting, source: ModelSource, args: argparse.Namespace,
     with attention_implementation(setting.attention):
         sampler = RssSampler() if device.type == 'cpu' else contextlib.nullcontext()
         with sampler:
-            times, warmup_s = time_calls(step, device, args.warmup, args.repeats)
-        measured.update(summarize(times, setting.batch_size), warmup_s=warmup_s)
+            times, cpu_times, warmup_s = time_calls(step, device, args.warmup, args.repeats)
+        measured.update(summarize(times, cpu_times, setting.batch_size), warmup_s=warmup_s)
         if device.type == 'cuda':
             measured['cuda_peak_allocated_mb'] = torch.cuda.max_memory_allocated(device) / 2**20
         else:
@@ -376,9 +397,9 @@ def _time_teacher(model: nn.Module, teacher_images: torch.Tensor, autocast: Call
         if logits.requires_grad or logits.grad_fn is not None:
             raise RuntimeError('The teacher output carries autograd state.')
 
-    times, _ = time_calls(forward, device, 1, args.repeats)
-    summary = summarize(times, teacher_images.shape[0])
-    return dict(median_ms=summary['median_ms'], q1_ms=summary['q1_ms'], q3_ms=summary['q3_ms'])
+    times, cpu_times, _ = time_calls(forward, device, 1, args.repeats)
+    summary = summarize(times, cpu_times, teacher_images.shape[0])
+    return {key: summary[key] for key in ('median_ms', 'q1_ms', 'q3_ms', 'cpu_median_ms')}
 
 
 # ---------------------------------------------------------------------- reporting
@@ -419,19 +440,20 @@ def memory_mb(result: dict) -> Optional[float]:
 
 def format_table(results: List[dict]) -> str:
     header = ('workload', 'teacher', 'bs', 'dtype', 'cl', 'compile', 'attn', 'cp', 'median ms',
-              'IQR ms', 'min-max ms', 'img/s', 'mem MB', 'mem rise MB', 'teacher ms')
+              'IQR ms', 'min-max ms', 'img/s', 'cpu ms', 'mem MB', 'mem rise MB', 'teacher ms')
     rows = []
     for r in results:
-        common = (r['workload'], r['teacher'] or '-', r['batch_size'], r['dtype'],
+        common = (r['workload'], teacher_label(r['teacher']), r['batch_size'], r['dtype'],
                   int(r['channels_last']), int(r['compile']), r['attention'], int(r['with_cp']))
         if r['status'] != 'ok':
-            rows.append(common + (r['status'], ) + ('', ) * 6)
+            rows.append(common + (r['status'], ) + ('', ) * 7)
             continue
         rise = r.get('rss_rise_mb')
         teacher = r.get('teacher_forward')
         rows.append(common + (
             f"{r['median_ms']:.1f}", f"{r['q1_ms']:.1f}-{r['q3_ms']:.1f}",
             f"{r['min_ms']:.1f}-{r['max_ms']:.1f}", f"{r['images_per_s']:.1f}",
+            f"{r['cpu_median_ms']:.1f}",
             f'{memory_mb(r):.0f}', '-' if rise is None else f'{rise:.0f}',
             '-' if teacher is None else f"{teacher['median_ms']:.1f}"))
     cells = [header] + [tuple(str(c) for c in row) for row in rows]
@@ -461,6 +483,7 @@ def comparisons(results: List[dict]) -> List[dict]:
                 found.append(
                     dict(kind=f"{r['workload']} / plain step", setting=_describe(r),
                          teacher=r['teacher'], time_ratio=r['median_ms'] / base['median_ms'],
+                         cpu_time_ratio=r['cpu_median_ms'] / base['cpu_median_ms'],
                          teacher_share=(r['teacher_forward']['median_ms'] / r['median_ms']
                                         if 'teacher_forward' in r else None),
                          target=1.30 if r['workload'] == 'student' else None))
@@ -477,6 +500,7 @@ def comparisons(results: List[dict]) -> List[dict]:
                 continue
             entry = dict(kind=f'{field}: {second} vs {first}', setting=_describe(r),
                          teacher=r['teacher'], time_ratio=r['median_ms'] / base['median_ms'],
+                         cpu_time_ratio=r['cpu_median_ms'] / base['cpu_median_ms'],
                          speedup=base['median_ms'] / r['median_ms'])
             if memory_mb(r) is not None and memory_mb(base) is not None:
                 entry['peak_memory_mb'] = (memory_mb(base), memory_mb(r))
@@ -494,9 +518,10 @@ def _describe(r: dict) -> str:
 def format_comparisons(found: List[dict]) -> str:
     lines = []
     for c in found:
-        line = f"{c['kind']:<28} {c['setting']:<60} x{c['time_ratio']:.3f}"
+        line = (f"{c['kind']:<28} {c['setting']:<60} x{c['time_ratio']:.3f} "
+                f"(CPU time x{c['cpu_time_ratio']:.3f})")
         if c.get('teacher'):
-            line += f" teacher={c['teacher']}"
+            line += f' teacher={teacher_label(c["teacher"])}'
         if c.get('teacher_share') is not None:
             line += f" (teacher forward = {100 * c['teacher_share']:.0f}% of the step)"
         if c.get('target') is not None:
@@ -602,8 +627,16 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda was asked for, but torch sees no CUDA device; '
                          'run on a GPU machine or pass --device cpu.')
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args, argv, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, argv: List[str], device: torch.device) -> List[dict]:
     import stl_mm  # noqa: F401  (registers the models)
     source = ModelSource(args)
 

@@ -33,7 +33,8 @@ def setup(tmp_path_factory):
     """Synthetic Cityscapes, its City-C (gaussian_noise 1-2), a tiny config and a checkpoint."""
     root = tmp_path_factory.mktemp('city_c')
     data_root = root / 'cityscapes'
-    synthetic.make_cityscapes(data_root)
+    synthetic.make_cityscapes(data_root, {
+        'val': ['frankfurt/frankfurt_000000_000294', 'lindau/lindau_000000_000019']})
     cfg = synthetic.tiny_segmentation_config(CONFIG, data_root, root / 'work')
     config = root / 'tiny_segformer_fan.py'
     cfg.dump(str(config))
