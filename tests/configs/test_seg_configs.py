@@ -17,8 +17,10 @@ SIZES = {'t': 192, 's': 384, 'b': 448, 'l': 480}  # token width of each FAN-Hybr
 
 
 def _load(path: Path, name: str):
-    """Import a script by path (registered in sys.modules so worker processes can unpickle)."""
+    """Import a script by path, once (sys.modules holds it so worker processes can unpickle)."""
     import importlib.util
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

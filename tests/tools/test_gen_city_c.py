@@ -10,8 +10,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(path: Path, name: str):
-    """Import a script by path (registered in sys.modules so worker processes can unpickle)."""
+    """Import a script by path, once (sys.modules holds it so worker processes can unpickle)."""
     import importlib.util
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
