@@ -525,7 +525,8 @@ def format_comparisons(found: List[dict]) -> str:
         if c.get('teacher_share') is not None:
             line += f" (teacher forward = {100 * c['teacher_share']:.0f}% of the step)"
         if c.get('target') is not None:
-            line += f" target <= {c['target']:.2f}: {'met' if c['time_ratio'] <= c['target'] else 'NOT met'}"
+            verdict = 'met' if c['time_ratio'] <= c['target'] else 'NOT met'
+            line += f" target <= {c['target']:.2f} (wall time): {verdict}"
         if 'peak_memory_mb' in c:
             line += ' peak mem {:.0f} -> {:.0f} MB'.format(*c['peak_memory_mb'])
         if 'rss_rise_mb' in c:

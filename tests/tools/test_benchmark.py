@@ -41,7 +41,8 @@ def test_tiny_run_measures_every_workload_and_writes_json(benchmark, tmp_path):
     results = benchmark.main([
         '--arch', TINY, '--img-size', '32', '--batch-sizes', '2', '--num-classes', '5',
         '--workloads', 'inference', 'plain', 'labeler', 'student', '--teacher-arch', 'same',
-        SMALLER_TEACHER, '--attention', 'sdpa', 'math', '--warmup', '1', '--repeats', '2', '--threads', '1',
+        SMALLER_TEACHER, '--attention', 'sdpa', 'math', '--warmup', '1', '--repeats', '2',
+        '--threads', '1',
         '--out', str(out)
     ])
     assert all(r['status'] == 'ok' for r in results), [r['status'] for r in results]
