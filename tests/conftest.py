@@ -20,15 +20,13 @@ def official_fixtures() -> Path:
     return OFFICIAL_FIXTURES
 
 
-@pytest.fixture(autouse=True)
-def _restore_default_scope():
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
     """A Runner leaves its config's default scope (mmseg, mmdet, ...) current for the rest of
-    the process; later registry lookups would then search the wrong codebase first."""
+    the process, and later registry lookups (module fixtures included) would search the wrong
+    codebase first: every test ends with no default scope set."""
     from mmengine.registry import DefaultScope
-    saved = DefaultScope._instance_dict.copy()
-    yield
     DefaultScope._instance_dict.clear()
-    DefaultScope._instance_dict.update(saved)
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import stl_mm  # noqa: E402,F401  (registers every module)
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
 from stl_mm.evaluation.token_label_quality import (  # noqa: E402
     foreground_pixels, foreground_tokens, token_labels)
 
@@ -68,6 +69,7 @@ def load_token_labeler(cfg: Config, checkpoint: str, hook_teacher: bool = False,
             ``cfg.model``.
         device: Torch device.
     """
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     from stl_mm.engine.hooks import FrozenTeacherHook
     model_cfg = copy.deepcopy(find_teacher_hook(cfg)['model'] if hook_teacher else cfg.model)
     if not hook_teacher:
@@ -93,6 +95,7 @@ def build_view_dataset(cfg: Config, split: str, view: str):
         split: ``'train'``, ``'val'`` or ``'test'`` (the ``<split>_dataloader`` dataset).
         view: One of :data:`VIEWS`.
     """
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     from mmpretrain.registry import DATASETS
     if split not in SPLITS or view not in VIEWS:
         raise ValueError(f'split must be one of {SPLITS} and view one of {VIEWS}; got '
