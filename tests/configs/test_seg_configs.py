@@ -1,6 +1,5 @@
 """configs/seg: FAN-Hybrid + SegFormer head on Cityscapes (mmseg 1.2)."""
 import runpy
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,24 +9,16 @@ from mmengine.dataset import pseudo_collate
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs' / 'seg'
 SIZES = {'t': 192, 's': 384, 'b': 448, 'l': 480}  # token width of each FAN-Hybrid preset
 
 
-def _load(path: Path, name: str):
-    """Import a script by path, once (sys.modules holds it so worker processes can unpickle)."""
-    import importlib.util
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-synthetic = _load(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
+synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
 
 
 def config_path(size: str) -> Path:

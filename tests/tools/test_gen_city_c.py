@@ -5,23 +5,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(path: Path, name: str):
-    """Import a script by path, once (sys.modules holds it so worker processes can unpickle)."""
-    import importlib.util
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-synthetic = _load(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
-gen_city_c = _load(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
+synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
+gen_city_c = load_script(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
 
 
 @pytest.fixture

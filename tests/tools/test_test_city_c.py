@@ -3,31 +3,22 @@ import csv
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.registry import init_default_scope
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / 'configs' / 'seg' / 'segformer_fan-t-hybrid_8xb1-160k_cityscapes-1024x1024.py'
 
 
-def _load(path: Path, name: str):
-    """Import a script by path, once (sys.modules holds it so worker processes can unpickle)."""
-    import importlib.util
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-synthetic = _load(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
-gen_city_c = _load(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
-test_city_c = _load(REPO_ROOT / 'tools' / 'test_city_c.py', 'test_city_c')
+synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
+gen_city_c = load_script(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
+test_city_c = load_script(REPO_ROOT / 'tools' / 'test_city_c.py', 'test_city_c')
 
 
 @pytest.fixture(scope='module')
