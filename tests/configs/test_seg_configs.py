@@ -1,4 +1,5 @@
 """configs/seg: FAN-Hybrid + SegFormer head on Cityscapes (mmseg 1.2)."""
+import sys
 import runpy
 from pathlib import Path
 
