@@ -139,9 +139,13 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.unbiased:
-            var, mean = torch.var_mean(x, dim=1, keepdim=True)
-            x = (x - mean) * torch.rsqrt(var + self.eps)
-            return x * self.weight[:, None, None] + self.bias[:, None, None]
+            # Autocast leaves var_mean in the input dtype; fp16 squares overflow, so normalise
+            # in float32 (a no-op for float32 inputs) and hand back the input dtype.
+            x_float = x.float()
+            var, mean = torch.var_mean(x_float, dim=1, keepdim=True)
+            x_float = (x_float - mean) * torch.rsqrt(var + self.eps)
+            out = x_float * self.weight[:, None, None] + self.bias[:, None, None]
+            return out.to(x.dtype)
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
                          self.eps)
         return x.permute(0, 3, 1, 2)

@@ -51,8 +51,9 @@ class TokenLabelingClassifier(ImageClassifier):
     Teacher protocol: any ``nn.Module`` where ``teacher(images)`` returns token logits
     (N, K, h, w), or a tuple whose last item is such a tensor. A
     ``TokenLabelingClassifier`` qualifies: its ``forward(images)`` (``mode='tensor'``) returns
-    ``(cls_logits, token_logits)``. The teacher runs without gradients, in eval mode, under
-    the surrounding autocast (AMP dtype when AMP is on); the loss casts its logits to float32.
+    ``(cls_logits, token_logits)``. The teacher runs under ``torch.inference_mode``, in eval
+    mode, under the surrounding autocast (AMP dtype when AMP is on); the loss casts its logits
+    to float32.
     Its grid may differ from the student's (the loss resamples it); its class count may not.
 
     Official FAN / STL checkpoints (top-level keys ``cls_token``, ``blocks.*``, ``head.*``,
@@ -189,8 +190,9 @@ class TokenLabelingClassifier(ImageClassifier):
                 "TokenLabelingClassifier(mode='student') needs teacher_inputs (the clean "
                 "teacher view): use the DualView transform with data_preprocessor="
                 "dict(type='TokenLabelingDataPreprocessor', ...).")
-        # The teacher is frozen and needs no graph; autocast stays as the caller set it.
-        with torch.no_grad():
+        # Inference mode skips autograd bookkeeping entirely (cheaper than no_grad); autocast
+        # stays as the caller set it, so under AMP the teacher runs in the AMP dtype.
+        with torch.inference_mode():
             output = self.teacher(teacher_inputs)
         token_logits = output[-1] if isinstance(output, (tuple, list)) else output
         if not isinstance(token_logits, torch.Tensor) or token_logits.dim() != 4:

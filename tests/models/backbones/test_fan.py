@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from stl_mm.models.backbones import FAN
 from stl_mm.models.backbones.fan_checkpoint import official_to_stl_mm, read_checkpoint
-from stl_mm.models.backbones.fan_layers import FourierPositionalEncoding
+from stl_mm.models.backbones.fan_layers import FourierPositionalEncoding, LayerNorm2d
 
 TINY_VIT = dict(embed_dims=32, depth=2, num_heads=2, patch_size=16, dense_blocks=(0, ))
 TINY_HYBRID = dict(embed_dims=32, depth=2, num_heads=2,
@@ -220,6 +220,18 @@ def test_with_cp_gives_same_gradients():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_unbiased_layernorm2d_is_safe_in_half_precision():
+    """The stem's var_mean norm must not overflow in fp16 (squares above 65504)."""
+    norm = LayerNorm2d(8, unbiased=True)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(2, 8, 3, 5) * 400 + 100
+    reference = norm(x)
+    half = norm(x.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), reference, atol=2e-2, rtol=1e-2)
 
 
 def test_frozen_stages_freeze_embedding_and_blocks():

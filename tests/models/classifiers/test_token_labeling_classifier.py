@@ -160,6 +160,22 @@ def test_student_with_heterogeneous_fan_teacher():
     assert all(p.grad is None for p in teacher.parameters())
 
 
+def test_teacher_runs_in_inference_mode_and_the_amp_dtype():
+    student = MODELS.build(fan_classifier_cfg('student'))
+    student.set_teacher(frozen(MODELS.build(fan_classifier_cfg('labeler'))))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        teacher_tokens = student.teacher_token_logits(images)
+        losses = student(images, labelled(torch.tensor([1, 3])), mode='loss',
+                         teacher_inputs=images)
+    # No autograd state at all for the teacher, and its forward ran in the AMP dtype.
+    assert teacher_tokens.is_inference() and not teacher_tokens.requires_grad
+    assert teacher_tokens.dtype == torch.bfloat16
+    assert losses['loss_token'].dtype == torch.float32
+    sum(losses.values()).backward()
+    assert student.head.aux_head.weight.grad.abs().sum() > 0
+
+
 def test_student_mode_errors():
     student = MODELS.build(fan_classifier_cfg('student'))
     images, samples = torch.randn(2, 3, 32, 32), labelled(torch.tensor([0, 1]))
