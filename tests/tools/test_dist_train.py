@@ -5,12 +5,40 @@ import sys
 from pathlib import Path
 
 import torch
+from mmengine.config import Config
 
 import stl_mm  # noqa: F401  (allow-lists the globals mmengine writes into checkpoints)
+from det_synthetic_coco import fit_to_synthetic_coco, make_synthetic_coco
+from synthetic_cityscapes import make_cityscapes, tiny_segmentation_config
 from tiny_image_folder import make_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'tests' / 'data' / 'configs' / 'tiny_fan_cls_dist.py'
+
+
+def dist_train(config: Path, work_dir: Path, port: int, *args: str) -> str:
+    """Run tools/dist_train.sh with two CPU ranks; return its log, failing with its tail."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
+               PYTHONPATH=str(REPO / 'tests' / 'data'))
+    result = subprocess.run(
+        ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
+         str(work_dir), *args], env=env, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert 'Distributed training: True' in log
+    return log
+
+
+def with_rank_probe(cfg: Config, path: Path) -> Path:
+    """Dump ``cfg`` to ``path`` with the hook that fingerprints each rank's parameters."""
+    cfg.custom_imports = dict(imports=['stl_mm', 'rank_probe_hook'], allow_failed_imports=False)
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='RankProbeHook')]
+    cfg.dump(str(path))
+    return path
+
+
+def rank_fingerprints(work_dir: Path) -> list:
+    return [(work_dir / f'rank{rank}_of_2.txt').read_text() for rank in (0, 1)]
 
 
 def test_two_cpu_ranks_train_and_agree(tmp_path):
@@ -65,4 +93,36 @@ def test_two_cpu_ranks_train_a_tiny_stl_student(tmp_path):
     assert checkpoint['meta']['iter'] == 2
     assert not any('teacher' in key for key in checkpoint['state_dict'])
     fingerprints = [(work_dir / f'rank{rank}_of_2.txt').read_text() for rank in (0, 1)]
+    assert fingerprints[0] == fingerprints[1]
+
+
+def test_two_cpu_ranks_train_the_fan_t_segformer(tmp_path):
+    """The real FAN-T SegFormer config (SyncBN in the head) on two gloo ranks."""
+    data_root = tmp_path / 'cityscapes'
+    make_cityscapes(data_root)
+    work_dir = tmp_path / 'work'
+    config = REPO / 'configs' / 'seg' / 'segformer_fan-t-hybrid_8xb1-160k_cityscapes-1024x1024.py'
+    cfg = tiny_segmentation_config(config, data_root, work_dir)
+    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+    dist_train(with_rank_probe(cfg, tmp_path / 'seg.py'), work_dir, 29535)
+    checkpoint = torch.load(work_dir / 'iter_2.pth')
+    assert checkpoint['meta']['iter'] == 2
+    assert any(key.startswith('backbone.blocks.') for key in checkpoint['state_dict'])
+    fingerprints = rank_fingerprints(work_dir)
+    assert fingerprints[0] == fingerprints[1]
+
+
+def test_two_cpu_ranks_train_the_fan_t_cascade_mask_rcnn(tmp_path):
+    """The real FAN-T Cascade Mask R-CNN config (SyncBN in the heads) on two gloo ranks."""
+    dataset = make_synthetic_coco(tmp_path / 'coco', num_images=4)
+    work_dir = tmp_path / 'work'
+    config = REPO / 'configs' / 'det' / 'cascade-mask-rcnn_fan-t-hybrid_fpn_ms-3x_coco.py'
+    cfg = fit_to_synthetic_coco(Config.fromfile(str(config)), dataset, str(work_dir))
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    dist_train(with_rank_probe(cfg, tmp_path / 'det.py'), work_dir, 29536)
+    checkpoint = torch.load(work_dir / 'epoch_1.pth')
+    # 4 images, batch 1 per rank, 2 ranks: 2 iterations.
+    assert checkpoint['meta']['iter'] == 2
+    assert any(key.startswith('roi_head.') for key in checkpoint['state_dict'])
+    fingerprints = rank_fingerprints(work_dir)
     assert fingerprints[0] == fingerprints[1]

@@ -16,7 +16,7 @@
 # Mixed precision (the official runs used fp16): tools/train.py CONFIG --amp.
 # SyncBN: with tools/dist_train.sh on GPUs it synchronises; a single-process tools/train.py or
 # tools/test.py run works too (mmengine's runner turns SyncBN back into BN when not distributed).
-# torch's SyncBN cannot train on CPU processes (gloo): there, set the three heads' norm_cfg to BN.
+# torch's SyncBN cannot run on CPU processes (gloo): CPU ranks turn it into BN automatically.
 _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
