@@ -104,7 +104,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='where the runs, report.md, report.json and the figure go')
     parser.add_argument('--data-dir', default=DEFAULT_DATA_DIR, help='Fashion-MNIST files')
     parser.add_argument('--quick', action='store_true',
-                        help='tiny subsets and one epoch: a smoke run of every step')
+                        help='tiny subsets and two epochs: a smoke run of every step')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of training, test subsets, corruptions and Gumbel draws')
     parser.add_argument('--skip-training', action='store_true',
