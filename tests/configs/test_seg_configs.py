@@ -1,6 +1,6 @@
 """configs/seg: FAN-Hybrid + SegFormer head on Cityscapes (mmseg 1.2)."""
-import sys
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,6 @@ from script_loader import load_script
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs' / 'seg'
 SIZES = {'t': 192, 's': 384, 'b': 448, 'l': 480}  # token width of each FAN-Hybrid preset
-
-
 
 
 synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')

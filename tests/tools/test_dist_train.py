@@ -37,8 +37,10 @@ def with_rank_probe(cfg: Config, path: Path) -> Path:
     return path
 
 
-def rank_fingerprints(work_dir: Path) -> list:
-    return [(work_dir / f'rank{rank}_of_2.txt').read_text() for rank in (0, 1)]
+def assert_ranks_agree(work_dir: Path) -> None:
+    """Both ranks ended with the same parameters (fingerprints written by RankProbeHook)."""
+    fingerprints = [(work_dir / f'rank{rank}_of_2.txt').read_text() for rank in (0, 1)]
+    assert fingerprints[0] == fingerprints[1]
 
 
 def test_two_cpu_ranks_train_and_agree(tmp_path):
@@ -60,8 +62,7 @@ def test_two_cpu_ranks_train_and_agree(tmp_path):
     # 8 images, batch 2 per rank, 2 ranks: 2 iterations an epoch.
     assert checkpoint['meta']['iter'] == 2
     assert not any(key.startswith('module.') for key in checkpoint['state_dict'])
-    fingerprints = [(work_dir / f'rank{rank}_of_2.txt').read_text() for rank in (0, 1)]
-    assert fingerprints[0] == fingerprints[1]
+    assert_ranks_agree(work_dir)
 
 
 def test_two_cpu_ranks_train_a_tiny_stl_student(tmp_path):
@@ -92,8 +93,7 @@ def test_two_cpu_ranks_train_a_tiny_stl_student(tmp_path):
     checkpoint = torch.load(work_dir / 'epoch_1.pth')
     assert checkpoint['meta']['iter'] == 2
     assert not any('teacher' in key for key in checkpoint['state_dict'])
-    fingerprints = [(work_dir / f'rank{rank}_of_2.txt').read_text() for rank in (0, 1)]
-    assert fingerprints[0] == fingerprints[1]
+    assert_ranks_agree(work_dir)
 
 
 def test_two_cpu_ranks_train_the_fan_t_segformer(tmp_path):
@@ -108,8 +108,7 @@ def test_two_cpu_ranks_train_the_fan_t_segformer(tmp_path):
     checkpoint = torch.load(work_dir / 'iter_2.pth')
     assert checkpoint['meta']['iter'] == 2
     assert any(key.startswith('backbone.blocks.') for key in checkpoint['state_dict'])
-    fingerprints = rank_fingerprints(work_dir)
-    assert fingerprints[0] == fingerprints[1]
+    assert_ranks_agree(work_dir)
 
 
 def test_two_cpu_ranks_train_the_fan_t_cascade_mask_rcnn(tmp_path):
@@ -124,5 +123,4 @@ def test_two_cpu_ranks_train_the_fan_t_cascade_mask_rcnn(tmp_path):
     # 4 images, batch 1 per rank, 2 ranks: 2 iterations.
     assert checkpoint['meta']['iter'] == 2
     assert any(key.startswith('roi_head.') for key in checkpoint['state_dict'])
-    fingerprints = rank_fingerprints(work_dir)
-    assert fingerprints[0] == fingerprints[1]
+    assert_ranks_agree(work_dir)

@@ -10,8 +10,6 @@ from script_loader import load_script
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
 gen_city_c = load_script(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
 

@@ -16,8 +16,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / 'configs' / 'seg' / 'segformer_fan-t-hybrid_8xb1-160k_cityscapes-1024x1024.py'
 
 
-
-
 synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
 gen_city_c = load_script(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
 test_city_c = load_script(REPO_ROOT / 'tools' / 'test_city_c.py', 'test_city_c')
