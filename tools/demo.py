@@ -94,8 +94,8 @@ class DemoSizes:
 
 
 FULL = DemoSizes()
-QUICK = DemoSizes(train_images=256, epochs=2, teacher_epochs=2, clean_images=256, corruption_images=16,
-                  token_label_images=64, gumbel_draws=2, figure_images=3)
+QUICK = DemoSizes(train_images=256, epochs=2, teacher_epochs=2, clean_images=256,
+                  corruption_images=16, token_label_images=64, gumbel_draws=2, figure_images=3)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -441,7 +441,8 @@ def run_demo(argv: Optional[List[str]] = None) -> dict:
     student_cfg = configs['stage2_student']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         student_cfg[loader]['dataset']['data_prefix'] = data_dir
-    pipeline = Compose([TRANSFORMS.build(step) for step in student_cfg.test_dataloader.dataset.pipeline])
+    test_steps = student_cfg.test_dataloader.dataset.pipeline
+    pipeline = Compose([TRANSFORMS.build(step) for step in test_steps])
     robustness = evaluate_robustness(models, pipeline, test_dataset(student_cfg, data_dir),
                                      sizes, args.seed)
     token_labels = evaluate_token_labels(student_cfg, teacher_checkpoint, data_dir, sizes,

@@ -13,8 +13,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
-from stl_mm.engine.runner_setup import (LAUNCHERS, DictAction, build_runner,  # noqa: E402
-                                        checkpoint_for_testing, parse_launcher_env,
+from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
+                                        build_runner, checkpoint_for_testing, parse_launcher_env,
                                         prepare_config)
 
 
@@ -28,8 +28,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', help='dump the predictions to this pickle file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    add_launcher_arguments(parser)
     return parser.parse_args()
 
 

@@ -36,8 +36,8 @@ from mmengine.dist import is_main_process  # noqa: E402
 
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
 from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS  # noqa: E402
-from stl_mm.engine.runner_setup import (LAUNCHERS, DictAction, build_runner,  # noqa: E402
-                                        parse_launcher_env, prepare_config)
+from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
+                                        build_runner, parse_launcher_env, prepare_config)
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CLEAN = 'clean'
@@ -66,8 +66,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'before evaluating (0: all of them)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     if args.check_files < 0:
         parser.error(f'--check-files must be 0 (all) or positive, got {args.check_files}')

@@ -46,8 +46,8 @@ from mmengine.runner import Runner, TestLoop  # noqa: E402
 import stl_mm  # noqa: E402,F401  (registers the backbone and patches imagecorruptions)
 from stl_mm.compat.imagecorruptions import (ALL_CORRUPTIONS,  # noqa: E402
                                             BENCHMARK_CORRUPTIONS, SEVERITIES)
-from stl_mm.engine.runner_setup import (LAUNCHERS, DictAction, build_runner,  # noqa: E402
-                                        parse_launcher_env, prepare_config)
+from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
+                                        build_runner, parse_launcher_env, prepare_config)
 
 CLEAN = 'clean'
 HEADLINE_METRICS = ('bbox_mAP', 'segm_mAP')
@@ -70,8 +70,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='base seed of the corruptions')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    add_launcher_arguments(parser)
     return parser.parse_args(argv)
 
 

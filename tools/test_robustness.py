@@ -37,8 +37,8 @@ from mmengine.runner import BaseLoop, TestLoop  # noqa: E402
 import stl_mm  # noqa: E402,F401  (registers every module before configs are read)
 from stl_mm.compat.imagecorruptions import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,  # noqa: E402
                                             EXTRA_CORRUPTIONS, SEVERITIES)
-from stl_mm.engine.runner_setup import (LAUNCHERS, DictAction, build_runner,  # noqa: E402
-                                        checkpoint_for_testing, parse_launcher_env,
+from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
+                                        build_runner, checkpoint_for_testing, parse_launcher_env,
                                         prepare_config)
 from stl_mm.evaluation.metrics.robustness import summarize_robustness  # noqa: E402
 from stl_mm.registry import register  # noqa: E402
@@ -76,8 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='for official checkpoints: use the raw weights, not the EMA ones')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override model config entries')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     if args.corruptions == ['all']:
         args.corruptions = list(ALL_CORRUPTIONS)

@@ -12,8 +12,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
-from stl_mm.engine.runner_setup import (LAUNCHERS, DictAction, build_runner,  # noqa: E402
-                                        parse_launcher_env, prepare_config)
+from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
+                                        build_runner, parse_launcher_env, prepare_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,8 +27,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (CUDA)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. optim_wrapper.optimizer.lr=1e-3')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    add_launcher_arguments(parser)
     return parser.parse_args()
 
 

@@ -1,5 +1,6 @@
 """What tools/train.py and tools/test.py share: config preparation, CPU distributed set-up,
 runner construction and reading official checkpoints for testing."""
+import argparse
 import os
 import os.path as osp
 from typing import Optional, Sequence
@@ -113,3 +114,9 @@ def parse_launcher_env(local_rank: Optional[int]) -> None:
 
 
 LAUNCHERS: Sequence[str] = ('none', 'pytorch', 'slurm')
+
+
+def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and ``--local_rank``, the distributed options every tool takes."""
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
