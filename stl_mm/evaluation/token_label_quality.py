@@ -117,7 +117,7 @@ def token_labels(token_logits: torch.Tensor,
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            labels = sampler.make_targets(logits, logits.shape[-2:]).argmax(dim=1)
+            labels = sampler.token_labels(logits, logits.shape[-2:])
     confidences = logits.softmax(dim=1).gather(1, labels[:, None])[:, 0]
     return labels, confidences
 

@@ -138,21 +138,31 @@ class LayerNorm2d(nn.LayerNorm):
         self.unbiased = unbiased
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.unbiased:
-            # Autocast leaves var_mean in the input dtype; fp16 squares overflow, so normalise
-            # in float32 (a no-op for float32 inputs) and hand back the input dtype.
-            x_float = x.float()
-            var, mean = torch.var_mean(x_float, dim=1, keepdim=True)
-            x_float = (x_float - mean) * torch.rsqrt(var + self.eps)
-            out = x_float * self.weight[:, None, None] + self.bias[:, None, None]
-            return out.to(x.dtype)
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2)
+        return self.forward_channels_last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise an (N, H, W, C) map over its last dimension."""
+        if not self.unbiased:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        # (x - m) / sqrt(var * C / (C - 1) + eps) equals sqrt((C - 1) / C) * (x - m) /
+        # sqrt(var + eps * (C - 1) / C): the fused kernel (float32 statistics, also for half
+        # inputs) computes the unbiased norm with a rescaled weight and eps.
+        channels = self.normalized_shape[0]
+        ratio = (channels - 1) / channels
+        return F.layer_norm(x, self.normalized_shape, self.weight * math.sqrt(ratio), self.bias,
+                            self.eps * ratio)
 
 
 class ConvMlp(nn.Module):
-    """1x1-conv MLP of the ConvNeXt block."""
+    """MLP of the ConvNeXt block, applied to a channels-last (N, H, W, C) map.
+
+    The layers keep the official 1x1-conv parameters (``fc1`` / ``fc2``), but run as linear
+    layers over the last dimension: one GEMM each, where a 1x1 conv on CPU may take a slow
+    im2col path (single-threaded, batch < 16).
+    """
+    #: Without autograd on CPU, the rows are processed in chunks whose hidden activations
+    #: hold about this many elements (4 MB in float32), so they stay in cache.
+    cpu_inference_chunk_elements = 2**20
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
         super().__init__()
@@ -161,13 +171,26 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        if torch.is_grad_enabled() or x.device.type != 'cpu':
+            return self._mlp(x)
+        # The hidden map of a whole stride-4 batch is tens of MB: written to and read back
+        # from memory, it cost as much as the GEMMs (a teacher or test forward on CPU runs
+        # this MLP 2x faster in chunks). Rows are independent, so the result is the same.
+        rows = max(1, self.cpu_inference_chunk_elements // self.fc1.out_channels)
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.cat([self._mlp(chunk) for chunk in flat.split(rows)])
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias))
+        return F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
 
 
 class ConvNeXtBlock(nn.Module):
     """ConvNeXt block: 7x7 depthwise conv, LayerNorm, 1x1-conv MLP, layer scale, residual.
 
-    The official hybrid stem uses no stochastic depth.
+    Norm and MLP work on the channels-last view of the depthwise conv's output. The official
+    hybrid stem uses no stochastic depth.
     """
 
     def __init__(self, channels: int, layer_scale_init: float = 1e-6) -> None:
@@ -178,8 +201,8 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(layer_scale_init * torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.mlp(self.norm(self.conv_dw(x)))
-        return x + out * self.gamma.reshape(1, -1, 1, 1)
+        out = self.mlp(self.norm.forward_channels_last(self.conv_dw(x).permute(0, 2, 3, 1)))
+        return x + (out * self.gamma).permute(0, 3, 1, 2)
 
 
 class ConvNeXtStage(nn.Module):
@@ -225,8 +248,10 @@ class ConvNeXtStem(nn.Module):
         self.out_channels = [int(dims[i]) for i in range(len(depths))]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Returns the output map of every stage (strides 4, 8, ...)."""
-        x = self.stem(x)
+        """Returns the output map of every stage (strides 4, 8, ...), in channels-last memory."""
+        # In channels-last memory every norm and MLP reads its (N, H, W, C) view without a
+        # copy, and the depthwise convs take the fast oneDNN / cuDNN NHWC kernels.
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outs = []
         for stage in self.stages:
             x = stage(x)

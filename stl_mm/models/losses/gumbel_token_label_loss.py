@@ -27,11 +27,11 @@ class GumbelTokenLabelLoss(nn.Module):
        (different input size or patch stride), the teacher logits are resized to (H, W)
        bilinearly. This is logged once.
     2. **Label**: ``mode='gumbel'`` draws a hard Gumbel-softmax sample per token
-       (temperature ``tau``; a token whose top class has probability p keeps that label with
-       frequency about p), ``'argmax'`` takes the most likely class, ``'softmax'`` keeps the
-       teacher distribution. The Gumbel noise is drawn on the logits laid out as
-       (N, h, w, K) (token-major, the official (N, tokens, K) layout), so a given seed
-       gives the same labels as the official STL code.
+       (a token whose top class has probability p keeps that label with frequency p; the
+       hard sample does not depend on the temperature ``tau``), ``'argmax'`` takes the most
+       likely class, ``'softmax'`` keeps the teacher distribution. The Gumbel noise is
+       drawn on the logits laid out as (N, h, w, K) (token-major, the official
+       (N, tokens, K) layout), so a given seed gives the same labels as the official code.
     3. **Smooth**: hard labels become ``(1 - eps) * one_hot + eps / K`` with ``K`` the real
        number of classes (the official code always uses 1000). Soft ``'softmax'`` targets
        are used as they are, as in the official code.
@@ -42,12 +42,15 @@ class GumbelTokenLabelLoss(nn.Module):
        keeps the labels of the clean teacher view, as in the paper.
 
     The loss is ``loss_weight * mean over batch and tokens of -sum_k target_k *
-    log_softmax(student)_k``.
+    log_softmax(student)_k``. Hard, unmixed targets take a fused path:
+    ``F.cross_entropy(..., label_smoothing=eps)`` on the token labels, the same function
+    without the dense (N, K, H, W) targets.
 
     Args:
         mode: How teacher logits become targets: ``'gumbel'``, ``'argmax'`` or
             ``'softmax'``. Defaults to ``'gumbel'``.
-        tau: Gumbel-softmax temperature (``mode='gumbel'`` only). Defaults to 1.
+        tau: Gumbel-softmax temperature (``mode='gumbel'`` only; kept for the official
+            option set, a hard sample is the same for every ``tau``). Defaults to 1.
         label_smoothing: Smoothing ``eps`` of hard targets. Defaults to 0.1.
         loss_weight: Weight ``beta`` of the dense loss. Defaults to 1.
         token_label_mix: ``'none'`` or ``'aligned'`` (see above). Defaults to ``'none'``.
@@ -94,19 +97,54 @@ class GumbelTokenLabelLoss(nn.Module):
             The weighted scalar loss (float32).
         """
         self.check_compatible(student_logits, teacher_logits)
+        grid_size = student_logits.shape[-2:]
         # Autocast would run log_softmax in half precision; the loss is cheap, keep it exact.
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
-            targets = self.make_targets(teacher_logits, student_logits.shape[-2:], batch_mix)
-            log_probs = F.log_softmax(student_logits.float(), dim=1)
-            token_losses = -(targets * log_probs).sum(dim=1)
-            return self.loss_weight * token_losses.mean()
+            if self.mode == 'softmax' or (self.token_label_mix == 'aligned'
+                                          and batch_mix is not None):
+                targets = self.make_targets(teacher_logits, grid_size, batch_mix)
+                log_probs = F.log_softmax(student_logits.float(), dim=1)
+                loss = -(targets * log_probs).sum(dim=1).mean()
+            else:
+                # Hard labels: cross-entropy with label smoothing is the soft cross-entropy
+                # against (1 - eps) * one_hot + eps / K, without building the dense targets.
+                labels = self.token_labels(teacher_logits, grid_size)
+                num_classes = student_logits.shape[1]
+                student_tokens = student_logits.permute(0, 2, 3, 1).reshape(-1, num_classes)
+                loss = F.cross_entropy(
+                    student_tokens.float(),
+                    labels.flatten(),
+                    label_smoothing=self.label_smoothing)
+            return self.loss_weight * loss
+
+    @torch.no_grad()
+    def token_labels(self, teacher_logits: torch.Tensor,
+                     grid_size: Tuple[int, int]) -> torch.Tensor:
+        """Hard token labels (N, H, W) of ``mode='gumbel'`` or ``'argmax'``.
+
+        A hard Gumbel-softmax sample is the argmax of ``logits + g`` with Gumbel noise ``g``
+        (dividing by ``tau`` does not move the argmax). The noise is drawn exactly as
+        ``F.gumbel_softmax`` draws it, so a seed gives the same labels as the official code.
+
+        Args:
+            teacher_logits: Teacher token logits (N, K, h, w).
+            grid_size: The student token grid (H, W).
+        """
+        if self.mode == 'softmax':
+            raise ValueError("GumbelTokenLabelLoss: mode='softmax' has soft targets, not hard "
+                             'labels; use make_targets().')
+        token_major = self._token_major_logits(teacher_logits, grid_size)
+        if self.mode == 'gumbel':
+            gumbel_noise = -torch.empty_like(token_major).exponential_().log()
+            token_major = token_major + gumbel_noise
+        return token_major.argmax(dim=-1)
 
     @torch.no_grad()
     def make_targets(self,
                      teacher_logits: torch.Tensor,
                      grid_size: Tuple[int, int],
                      batch_mix: Optional[object] = None) -> torch.Tensor:
-        """Turn teacher token logits into student token targets.
+        """Turn teacher token logits into dense student token targets.
 
         Args:
             teacher_logits: Teacher token logits (N, K, h, w).
@@ -116,6 +154,25 @@ class GumbelTokenLabelLoss(nn.Module):
         Returns:
             float32 targets (N, K, H, W); each token's target sums to 1.
         """
+        if self.mode == 'softmax':
+            targets = self._token_major_logits(teacher_logits, grid_size).softmax(dim=-1)
+        else:
+            num_classes = teacher_logits.shape[1]
+            hard = F.one_hot(self.token_labels(teacher_logits, grid_size), num_classes).float()
+            targets = (1 - self.label_smoothing) * hard + self.label_smoothing / num_classes
+        targets = targets.permute(0, 3, 1, 2)
+
+        if self.token_label_mix == 'aligned' and batch_mix is not None:
+            from stl_mm.datasets.batch_mix import mix_token_targets
+            targets = mix_token_targets(targets, batch_mix)
+        return targets
+
+    def _token_major_logits(self, teacher_logits: torch.Tensor,
+                            grid_size: Tuple[int, int]) -> torch.Tensor:
+        """float32 teacher logits on the student grid, laid out (N, H, W, K).
+
+        Token-major is the official (N, tokens, K) order, in which the Gumbel noise is drawn.
+        """
         if teacher_logits.dim() != 4:
             raise ValueError('GumbelTokenLabelLoss: teacher token logits must be (N, K, h, w), '
                              f'got shape {tuple(teacher_logits.shape)}.')
@@ -124,24 +181,7 @@ class GumbelTokenLabelLoss(nn.Module):
         if tuple(logits.shape[-2:]) != grid_size:
             self._log_resize_once(tuple(logits.shape[-2:]), grid_size)
             logits = F.interpolate(logits, size=grid_size, mode='bilinear', align_corners=False)
-
-        num_classes = logits.shape[1]
-        # Token-major layout: the Gumbel noise is drawn in the same order as the official code.
-        token_major = logits.permute(0, 2, 3, 1).contiguous()
-        if self.mode == 'softmax':
-            targets = token_major.softmax(dim=-1)
-        else:
-            if self.mode == 'gumbel':
-                hard = F.gumbel_softmax(token_major, tau=self.tau, hard=True, dim=-1)
-            else:
-                hard = F.one_hot(token_major.argmax(dim=-1), num_classes).float()
-            targets = (1 - self.label_smoothing) * hard + self.label_smoothing / num_classes
-        targets = targets.permute(0, 3, 1, 2)
-
-        if self.token_label_mix == 'aligned' and batch_mix is not None:
-            from stl_mm.datasets.batch_mix import mix_token_targets
-            targets = mix_token_targets(targets, batch_mix)
-        return targets
+        return logits.permute(0, 2, 3, 1).contiguous()
 
     def check_compatible(self, student_logits: torch.Tensor,
                          teacher_logits: torch.Tensor) -> None:

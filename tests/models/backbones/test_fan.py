@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from stl_mm.models.backbones import FAN
 from stl_mm.models.backbones.fan_checkpoint import official_to_stl_mm, read_checkpoint
-from stl_mm.models.backbones.fan_layers import FourierPositionalEncoding, LayerNorm2d
+from stl_mm.models.backbones.fan_layers import ConvMlp, FourierPositionalEncoding, LayerNorm2d
 
 TINY_VIT = dict(embed_dims=32, depth=2, num_heads=2, patch_size=16, dense_blocks=(0, ))
 TINY_HYBRID = dict(embed_dims=32, depth=2, num_heads=2,
@@ -220,6 +221,33 @@ def test_with_cp_gives_same_gradients():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_stem_mlp_gives_the_same_result_in_cpu_inference_chunks():
+    mlp = ConvMlp(6, 24)
+    mlp.cpu_inference_chunk_elements = 24 * 7  # 7 rows per chunk: 5 chunks, the last short
+    x = torch.randn(2, 4, 4, 6)
+    with_grad = mlp(x)
+    with torch.inference_mode():
+        chunked = mlp(x)
+    expected = F.linear(F.gelu(F.linear(x, mlp.fc1.weight[:, :, 0, 0], mlp.fc1.bias)),
+                        mlp.fc2.weight[:, :, 0, 0], mlp.fc2.bias)
+    assert chunked.shape == with_grad.shape == (2, 4, 4, 6)
+    torch.testing.assert_close(with_grad, expected)
+    torch.testing.assert_close(chunked, expected)
+
+
+def test_unbiased_layernorm2d_normalises_with_the_unbiased_variance():
+    norm = LayerNorm2d(6, unbiased=True)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(2, 6, 3, 4) * 3 + 1
+    var, mean = torch.var_mean(x, dim=1, keepdim=True)  # divisor C - 1
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight[:, None, None] + \
+        norm.bias[:, None, None]
+    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(
+        norm.forward_channels_last(x.permute(0, 2, 3, 1)), expected.permute(0, 2, 3, 1))
 
 
 def test_unbiased_layernorm2d_is_safe_in_half_precision():

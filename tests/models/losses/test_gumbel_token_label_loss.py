@@ -49,6 +49,40 @@ def test_gumbel_targets_match_official_seed(official):
     assert not torch.equal(targets.argmax(1), teacher.argmax(1))
 
 
+@pytest.mark.parametrize('tau', [0.3, 1.0, 4.0])
+def test_gumbel_labels_are_the_hard_gumbel_softmax_draw_for_any_tau(tau):
+    teacher = torch.randn(2, 11, 3, 5) * 2
+    torch.manual_seed(4)
+    labels = GumbelTokenLabelLoss(mode='gumbel', tau=tau).token_labels(teacher, (3, 5))
+    torch.manual_seed(4)
+    reference = F.gumbel_softmax(teacher.permute(0, 2, 3, 1), tau=tau, hard=True).argmax(-1)
+    assert labels.dtype == torch.long and labels.shape == (2, 3, 5)
+    assert torch.equal(labels, reference)
+
+
+@pytest.mark.parametrize('mode', ['argmax', 'gumbel'])
+def test_fused_hard_label_loss_equals_the_dense_soft_cross_entropy(mode):
+    """The cross-entropy fast path computes the documented soft-target loss, gradients too."""
+    loss = GumbelTokenLabelLoss(mode=mode, label_smoothing=0.2, loss_weight=0.7)
+    teacher = torch.randn(3, 10, 4, 6) * 3
+    # The student head's output layout: (N, K, H, W) over channels-last memory.
+    student = torch.randn(3, 4, 6, 10).permute(0, 3, 1, 2).requires_grad_()
+    torch.manual_seed(9)
+    fused = loss(student, teacher)
+    (fused_grad, ) = torch.autograd.grad(fused, student)
+    torch.manual_seed(9)
+    targets = loss.make_targets(teacher, (4, 6))
+    dense = 0.7 * -(targets * F.log_softmax(student, dim=1)).sum(dim=1).mean()
+    (dense_grad, ) = torch.autograd.grad(dense, student)
+    torch.testing.assert_close(fused, dense)
+    torch.testing.assert_close(fused_grad, dense_grad)
+
+
+def test_token_labels_refuse_the_soft_mode():
+    with pytest.raises(ValueError, match="mode='softmax' has soft targets"):
+        GumbelTokenLabelLoss(mode='softmax').token_labels(torch.randn(1, 3, 2, 2), (2, 2))
+
+
 @pytest.mark.parametrize('mode', ['argmax', 'softmax', 'gumbel'])
 @pytest.mark.parametrize('dense_weight', [0.5, 1.0, 2.0])
 def test_stage2_loss_matches_official(official, mode, dense_weight):
