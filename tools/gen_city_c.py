@@ -9,8 +9,9 @@ Cityscapes dataset at any cell and keep the clean ``gtFine`` labels.
 - Resumable: outputs already on disk are skipped; every file is written to a temporary name and
   renamed, so an interrupted run never leaves a half-written PNG behind.
 - Corruptions are applied to RGB images (imagecorruptions' convention; colour-dependent ones such
-  as saturate, frost or spatter would otherwise be wrong) through :mod:`stl_mm.compat.imagecorruptions`,
-  which makes all 19 work with numpy 2 and scikit-image 0.26.
+  as saturate, frost or spatter would otherwise be wrong) through
+  :mod:`stl_mm.compat.imagecorruptions`, which makes all 19 work with numpy 2 and
+  scikit-image 0.26.
 
 Example:
     python tools/gen_city_c.py --src data/cityscapes/leftImg8bit/val \

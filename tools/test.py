@@ -14,8 +14,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
 from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, checkpoint_for_testing, parse_launcher_env,
-                                        prepare_config)
+                                        build_runner, checkpoint_for_testing, close_distributed,
+                                        parse_launcher_env, prepare_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,3 +46,4 @@ def main() -> None:
 
 if __name__ == '__main__':
     main()
+    close_distributed()

@@ -37,7 +37,8 @@ from mmengine.dist import is_main_process  # noqa: E402
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
 from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS  # noqa: E402
 from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, parse_launcher_env, prepare_config)
+                                        build_runner, close_distributed, parse_launcher_env,
+                                        prepare_config)
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CLEAN = 'clean'
@@ -287,3 +288,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 if __name__ == '__main__':
     main()
+    close_distributed()

@@ -47,7 +47,8 @@ import stl_mm  # noqa: E402,F401  (registers the backbone and patches imagecorru
 from stl_mm.compat.imagecorruptions import (ALL_CORRUPTIONS,  # noqa: E402
                                             BENCHMARK_CORRUPTIONS, SEVERITIES)
 from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, parse_launcher_env, prepare_config)
+                                        build_runner, close_distributed, parse_launcher_env,
+                                        prepare_config)
 
 CLEAN = 'clean'
 HEADLINE_METRICS = ('bbox_mAP', 'segm_mAP')
@@ -254,3 +255,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 if __name__ == '__main__':
     main()
+    close_distributed()

@@ -38,8 +38,8 @@ import stl_mm  # noqa: E402,F401  (registers every module before configs are rea
 from stl_mm.compat.imagecorruptions import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,  # noqa: E402
                                             EXTRA_CORRUPTIONS, SEVERITIES)
 from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, checkpoint_for_testing, parse_launcher_env,
-                                        prepare_config)
+                                        build_runner, checkpoint_for_testing, close_distributed,
+                                        parse_launcher_env, prepare_config)
 from stl_mm.evaluation.metrics.robustness import summarize_robustness  # noqa: E402
 from stl_mm.registry import register  # noqa: E402
 
@@ -372,3 +372,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 if __name__ == '__main__':
     main()
+    close_distributed()

@@ -13,7 +13,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
 from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, parse_launcher_env, prepare_config)
+                                        build_runner, close_distributed, parse_launcher_env,
+                                        prepare_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,3 +45,4 @@ def main() -> None:
 
 if __name__ == '__main__':
     main()
+    close_distributed()
