@@ -121,7 +121,8 @@ class FAN(BaseBackbone):
         attn_drop_rate: Dropout on attention weights and channel scores.
         drop_path_rate: Stochastic depth of every FAN block. Officially the same rate for
             all blocks (no linear ramp) and none in the class-attention blocks.
-        with_cp: Activation checkpointing of the FAN and class-attention blocks.
+        with_cp: Activation checkpointing of every block: the hybrid stem's ConvNeXt blocks,
+            the FAN blocks and the class-attention blocks.
         frozen_stages: -1 or 0 freeze nothing; k >= 1 freezes the patch embedding, the
             positional encoding and the first k blocks; ``depth + 1`` also freezes the
             class token, class-attention blocks and final norm.
@@ -205,7 +206,7 @@ class FAN(BaseBackbone):
         if self.is_hybrid:
             stem = settings['hybrid_stem']
             self.patch_embed = HybridPatchEmbed(in_channels, widths[0], stem['depths'],
-                                                stem['dims'])
+                                                stem['dims'], with_cp)
             self.patch_stride = 2 * 4 * 2**(len(stem['depths']) - 1)
         else:
             self.patch_embed = ConvPatchEmbed(in_channels, widths[0], settings['patch_size'],
@@ -504,8 +505,6 @@ class FAN(BaseBackbone):
         Dense: a tuple of NCHW maps, one per ``out_indices`` entry.
         """
         self._check_input(x)
-        # Not checkpointed: recomputing the hybrid stem cost 1.29x step time instead of 1.10x
-        # for no measurable memory saving (docs/benchmarks.md).
         x, hw, stem_maps = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed(hw)

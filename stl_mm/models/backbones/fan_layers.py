@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
+from torch.utils.checkpoint import checkpoint
 
 HW = Tuple[int, int]
 
@@ -190,17 +191,27 @@ class ConvNeXtBlock(nn.Module):
     """ConvNeXt block: 7x7 depthwise conv, LayerNorm, 1x1-conv MLP, layer scale, residual.
 
     Norm and MLP work on the channels-last view of the depthwise conv's output. The official
-    hybrid stem uses no stochastic depth.
+    hybrid stem uses no stochastic depth. ``with_cp`` recomputes the block in the backward
+    pass instead of keeping its activations (the 4x-wide MLP maps at stride 4 and 8).
     """
 
-    def __init__(self, channels: int, layer_scale_init: float = 1e-6) -> None:
+    def __init__(self,
+                 channels: int,
+                 layer_scale_init: float = 1e-6,
+                 with_cp: bool = False) -> None:
         super().__init__()
+        self.with_cp = with_cp
         self.conv_dw = nn.Conv2d(channels, channels, kernel_size=7, padding=3, groups=channels)
         self.norm = LayerNorm2d(channels, unbiased=True)
         self.mlp = ConvMlp(channels, 4 * channels)
         self.gamma = nn.Parameter(layer_scale_init * torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.mlp(self.norm.forward_channels_last(self.conv_dw(x).permute(0, 2, 3, 1)))
         return x + (out * self.gamma).permute(0, 3, 1, 2)
 
@@ -208,7 +219,12 @@ class ConvNeXtBlock(nn.Module):
 class ConvNeXtStage(nn.Module):
     """A ConvNeXt stage; every stage but the first starts with a LayerNorm + 2x2 stride-2 conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, downsample: bool) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 depth: int,
+                 downsample: bool,
+                 with_cp: bool = False) -> None:
         super().__init__()
         if downsample or in_channels != out_channels:
             self.downsample = nn.Sequential(
@@ -216,7 +232,8 @@ class ConvNeXtStage(nn.Module):
                 nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2))
         else:
             self.downsample = nn.Identity()
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_channels) for _ in range(depth)])
+        self.blocks = nn.Sequential(
+            *[ConvNeXtBlock(out_channels, with_cp=with_cp) for _ in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.downsample(x))
@@ -232,9 +249,14 @@ class ConvNeXtStem(nn.Module):
         in_channels: Image channels.
         depths: Blocks per stage.
         dims: Channels per stage; entries past ``len(depths)`` are ignored, as officially.
+        with_cp: Activation checkpointing of every block.
     """
 
-    def __init__(self, in_channels: int, depths: Sequence[int], dims: Sequence[int]) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 depths: Sequence[int],
+                 dims: Sequence[int],
+                 with_cp: bool = False) -> None:
         super().__init__()
         if len(dims) < len(depths):
             raise ValueError(f'hybrid_stem needs one width per stage: depths={list(depths)}, '
@@ -242,7 +264,7 @@ class ConvNeXtStem(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0]))
         self.stages = nn.Sequential(*[
-            ConvNeXtStage(dims[max(i - 1, 0)], dims[i], depth, downsample=i > 0)
+            ConvNeXtStage(dims[max(i - 1, 0)], dims[i], depth, downsample=i > 0, with_cp=with_cp)
             for i, depth in enumerate(depths)
         ])
         self.out_channels = [int(dims[i]) for i in range(len(depths))]
@@ -265,10 +287,14 @@ class HybridPatchEmbed(nn.Module):
     Official name of the stem is ``backbone``; it is kept so checkpoints load unchanged.
     """
 
-    def __init__(self, in_channels: int, embed_dims: int, depths: Sequence[int],
-                 dims: Sequence[int]) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 embed_dims: int,
+                 depths: Sequence[int],
+                 dims: Sequence[int],
+                 with_cp: bool = False) -> None:
         super().__init__()
-        self.backbone = ConvNeXtStem(in_channels, depths, dims)
+        self.backbone = ConvNeXtStem(in_channels, depths, dims, with_cp)
         self.proj = nn.Conv2d(self.backbone.out_channels[-1], embed_dims, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HW, List[torch.Tensor]]:

@@ -237,6 +237,28 @@ def test_stem_mlp_gives_the_same_result_in_cpu_inference_chunks():
     torch.testing.assert_close(chunked, expected)
 
 
+def test_with_cp_recomputes_stem_fan_and_class_attention_blocks():
+    model = FAN(TINY_HYBRID, with_cp=True)
+    model.train()
+    watched = {
+        'stem block': model.patch_embed.backbone.stages[1].blocks[0].conv_dw,
+        'FAN block': model.blocks[0].norm1,
+        'class-attention block': model.cls_attn_blocks[0].norm1,
+    }
+    calls = dict.fromkeys(watched, 0)
+    for name, module in watched.items():
+        module.register_forward_hook(
+            lambda *args, name=name: calls.__setitem__(name, calls[name] + 1))
+    (cls_feat, patch_map), = model(torch.randn(2, 3, 32, 32))
+    assert calls == dict.fromkeys(watched, 1)
+    (cls_feat.sum() + patch_map.sum()).backward()
+    assert calls == dict.fromkeys(watched, 2)  # each block ran again in the backward pass
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    assert calls == dict.fromkeys(watched, 3)
+
+
 def test_unbiased_layernorm2d_normalises_with_the_unbiased_variance():
     norm = LayerNorm2d(6, unbiased=True)
     nn.init.normal_(norm.weight)
