@@ -2,6 +2,7 @@
 # the STL recipe so it compares like for like with configs/stl (the FAN paper's own runs,
 # NVlabs/FAN scripts/fan_hybrid, used 300 epochs). Official model: fan_small_12_p4_hybrid.
 _base_ = [
+    '../_base_/models/fan_hybrid_in1k.py',
     '../_base_/datasets/imagenet_bs128_fan_224.py',
     '../_base_/schedules/imagenet_bs2048_adamw_fan_350e.py',
     '../_base_/default_runtime.py',
@@ -9,18 +10,9 @@ _base_ = [
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 model = dict(
-    type='TokenLabelingClassifier',
     mode='plain',
-    backbone=dict(type='FAN', arch='small-hybrid', drop_path_rate=0.25),
-    head=dict(
-        type='TokenLabelingHead',
-        num_classes=1000,
-        in_channels=384,
-        with_token_head=False,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
-    # Mixup 0.8 / CutMix 1.0, one of them per batch (timm's switch probability 0.5).
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
-)
+    backbone=dict(arch='small-hybrid', drop_path_rate=0.25),
+    head=dict(in_channels=384, with_token_head=False))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)

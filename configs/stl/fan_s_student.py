@@ -4,6 +4,7 @@
 # Official recipe: NVlabs/STL scripts/fan_stl_student/fan_small_stl.sh
 # (8 GPUs x 128, lr 2e-3).
 _base_ = [
+    '../_base_/models/fan_hybrid_in1k.py',
     '../_base_/datasets/imagenet_bs128_stl_dual_view_224.py',
     '../_base_/schedules/imagenet_bs2048_adamw_fan_350e.py',
     '../_base_/default_runtime.py',
@@ -11,15 +12,9 @@ _base_ = [
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 model = dict(
-    type='TokenLabelingClassifier',
     mode='student',
-    backbone=dict(type='FAN', arch='small-hybrid', drop_path_rate=0.25),
-    head=dict(
-        type='TokenLabelingHead',
-        num_classes=1000,
-        in_channels=384,
-        with_token_head=True,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+    backbone=dict(arch='small-hybrid', drop_path_rate=0.25),
+    head=dict(in_channels=384),
     # Token labels: hard Gumbel-softmax samples of the teacher's token logits (tau = 1),
     # smoothed with 0.1, weight beta = 1. token_label_mix='none' takes them from the unmixed
     # teacher view as the paper does; 'aligned' is our extension that mixes them like the
@@ -30,10 +25,7 @@ model = dict(
         tau=1.0,
         label_smoothing=0.1,
         loss_weight=1.0,
-        token_label_mix='none'),
-    # Mixup 0.8 / CutMix 1.0, one of them per batch (timm's switch probability 0.5).
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
-)
+        token_label_mix='none'))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)
