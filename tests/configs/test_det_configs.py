@@ -1,17 +1,15 @@
 """configs/det: the Cascade Mask R-CNN + FAN-Hybrid recipe, model builds, CPU train and test."""
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from det_synthetic_coco import fit_to_synthetic_coco, make_synthetic_coco
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / 'tests'))  # the shared synthetic-dataset helper
-from det_synthetic_coco import fit_to_synthetic_coco, make_synthetic_coco  # noqa: E402
 
 DET_CONFIGS = REPO_ROOT / 'configs' / 'det'
 # Config size letter -> (FAN preset, official classification model whose final norm width is

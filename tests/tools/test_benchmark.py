@@ -1,11 +1,11 @@
 """Smoke test of tools/benchmark.py on a tiny FAN: every workload runs and the JSON adds up."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from script_loader import load_script
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark.py'
 TINY = json.dumps(dict(embed_dims=32, depth=2, num_heads=2,
@@ -16,10 +16,7 @@ SMALLER_TEACHER = json.dumps(dict(embed_dims=32, depth=1, num_heads=2,
 
 @pytest.fixture(scope='module')
 def benchmark():
-    spec = importlib.util.spec_from_file_location('stl_mm_benchmark_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'stl_mm_benchmark_tool')
 
 
 def test_math_attention_matches_sdpa_and_swap_is_undone(benchmark):

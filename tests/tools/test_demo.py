@@ -1,23 +1,13 @@
 """tools/demo.py: the corruption summary by hand, and the quick demo end to end."""
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'stl_mm_tool_{name}',
-                                                  REPO_ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_tool('demo')
+demo = load_script(REPO_ROOT / 'tools' / 'demo.py', 'stl_mm_tool_demo')
 
 
 def test_corruption_summary_of_a_known_accuracy_set():

@@ -1,8 +1,6 @@
 """tools/test_coco_c.py: where Corrupt goes, the summary arithmetic, and a resumable run."""
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import mmcv
@@ -12,23 +10,15 @@ import torch
 from mmengine.config import Config
 
 import stl_mm  # noqa: F401  (patches imagecorruptions, registers FAN)
+from det_synthetic_coco import fit_to_synthetic_coco, make_synthetic_coco
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / 'tests'))  # the shared synthetic-dataset helper
-from det_synthetic_coco import fit_to_synthetic_coco, make_synthetic_coco  # noqa: E402
 
 FAN_T_CONFIG = REPO_ROOT / 'configs' / 'det' / 'cascade-mask-rcnn_fan-t-hybrid_fpn_ms-3x_coco.py'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('test_coco_c_tool',
-                                                  REPO_ROOT / 'tools' / 'test_coco_c.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
+tool = load_script(REPO_ROOT / 'tools' / 'test_coco_c.py', 'test_coco_c_tool')
 
 
 @pytest.fixture

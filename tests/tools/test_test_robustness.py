@@ -1,7 +1,6 @@
 """tools/test_robustness.py end to end on tiny synthetic suites with a model whose predictions
 are known: each image is one solid colour and the model names the class of the nearest colour.
 """
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 from PIL import Image
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,15 +34,7 @@ class ColourPassThroughBackbone(BaseModule):
         return (x * self.gain, )
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('test_robustness_tool',
-                                                  REPO_ROOT / 'tools' / 'test_robustness.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_script(REPO_ROOT / 'tools' / 'test_robustness.py', 'test_robustness_tool')
 
 MODEL_CONFIG = """
 default_scope = 'mmpretrain'

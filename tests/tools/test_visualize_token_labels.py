@@ -1,26 +1,20 @@
 """tools/visualize_token_labels.py on real Fashion-MNIST images and a small FAN teacher."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIGS = REPO_ROOT / 'configs' / 'stl' / 'demo'
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'stl_mm_tool_{name}',
-                                                  REPO_ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-visualize = _load_tool('visualize_token_labels')
-prepare = _load_tool('prepare_fashion_mnist')
+visualize = load_script(REPO_ROOT / 'tools' / 'visualize_token_labels.py',
+                        'stl_mm_tool_visualize_token_labels')
+prepare = load_script(REPO_ROOT / 'tools' / 'prepare_fashion_mnist.py',
+                      'stl_mm_tool_prepare_fashion_mnist')
 
 
 @pytest.fixture(scope='module')
