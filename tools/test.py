@@ -14,7 +14,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
 from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, checkpoint_for_testing, close_distributed,
+                                        build_test_runner, close_distributed,
                                         parse_launcher_env, prepare_config)
 
 
@@ -36,12 +36,11 @@ def main() -> None:
     args = parse_args()
     parse_launcher_env(args.local_rank)
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
-    cfg.load_from = checkpoint_for_testing(args.checkpoint, cfg.work_dir, not args.no_ema)
     if args.out:
         cfg.test_evaluator = [*(cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
                                 else [cfg.test_evaluator]),
                               dict(type='DumpResults', out_file_path=args.out)]
-    build_runner(cfg).test()
+    build_test_runner(cfg, args.checkpoint, not args.no_ema).test()
 
 
 if __name__ == '__main__':

@@ -13,7 +13,8 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 
 __all__ = [
-    'DictAction', 'prepare_config', 'build_runner', 'checkpoint_for_testing', 'close_distributed'
+    'DictAction', 'prepare_config', 'build_runner', 'build_test_runner', 'checkpoint_for_testing',
+    'close_distributed'
 ]
 
 
@@ -95,6 +96,13 @@ def build_runner(cfg: Config) -> Runner:
         return Runner.from_cfg(cfg)
     from mmengine.registry import RUNNERS
     return RUNNERS.build(cfg)
+
+
+def build_test_runner(cfg: Config, checkpoint: str, use_ema: bool = True) -> Runner:
+    """A runner whose model holds ``checkpoint``'s weights, ready for ``runner.test()`` or for
+    test loops driven by the caller (robustness cells). The one way tools load for evaluation."""
+    cfg.load_from = checkpoint_for_testing(checkpoint, cfg.work_dir, use_ema)
+    return build_runner(cfg)
 
 
 def checkpoint_for_testing(checkpoint: str, work_dir: str, use_ema: bool = True) -> str:

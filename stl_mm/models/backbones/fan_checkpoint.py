@@ -338,3 +338,16 @@ def describe_model(backbone: nn.Module) -> str:
     """Short description of a FAN backbone's architecture for messages."""
     names = guess_presets(backbone.state_dict())
     return f"arch {' / '.join(names)}" if names else 'custom arch'
+
+
+def load_checkpoint(model: nn.Module, path: str, use_ema: bool = True) -> LoadReport:
+    """Loads an official or stl_mm checkpoint into a whole classifier (``backbone.``/``head.``).
+
+    The one entry point for evaluating or teaching with a checkpoint; strict.
+    """
+    state_dict, source = read_checkpoint(path, use_ema)
+    if is_official_layout(state_dict):
+        state_dict = official_to_stl_mm(state_dict)
+        source += ', official layout'
+    model.load_state_dict(state_dict, strict=True)
+    return LoadReport(source, sorted(state_dict))
