@@ -29,7 +29,7 @@ echo "[setup] OpenMMLab codebases and the rest"
 "${PIP[@]}" install -q -c "$C" --no-deps --no-build-isolation -e .
 # Fashion-MNIST for the demo: Debian's dataset-fashion-mnist where apt is available,
 # otherwise mmpretrain's download (tools/demo.py retries if this step could not finish).
-"$VENV/bin/python" tools/prepare_fashion_mnist.py || echo "[setup] Fashion-MNIST not prepared; tools/demo.py will retry"
+"$VENV/bin/python" tools/dataset_converters/prepare_fashion_mnist.py || echo "[setup] Fashion-MNIST not prepared; tools/demo.py will retry"
 "$VENV/bin/python" - <<'PY'
 import torch, torchvision, mmcv, mmcv.ops, mmengine, mmpretrain, mmseg, mmdet
 print('[setup] ok: torch', torch.__version__, '| torchvision', torchvision.__version__,

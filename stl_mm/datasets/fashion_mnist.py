@@ -1,27 +1,25 @@
-"""Prepare Fashion-MNIST for mmpretrain's ``FashionMNIST`` dataset (used by ``make demo``).
+"""Fashion-MNIST for mmpretrain's ``FashionMNIST`` dataset (used by ``make demo``).
 
 mmpretrain reads the four extracted IDX files (``train-images-idx3-ubyte`` ...) from its
-``data_prefix``. They come from the first source that works:
+``data_prefix``. :func:`prepare_fashion_mnist` takes them from the first source that works:
 
-1. ``data/fashion_mnist`` already holds them: nothing to do.
+1. ``data_dir`` already holds them: nothing to do.
 2. Debian's ``dataset-fashion-mnist`` package (gzipped IDX files in
    ``/usr/share/datasets/fashion-mnist``): extracted from there; when the package is missing
    and we are root on a Debian-like system, it is installed with ``apt-get`` first.
 3. mmpretrain's own download (``FashionMNIST(download=True)``, from Zalando's server).
 
-The source used is printed and written to ``SOURCE.txt`` next to the files.
-
-Example:
-    python tools/prepare_fashion_mnist.py --data-dir data/fashion_mnist
+The source used is returned and written to ``SOURCE.txt`` next to the files. The command line
+is ``tools/dataset_converters/prepare_fashion_mnist.py``.
 """
-import argparse
 import gzip
 import os
 import os.path as osp
 import shutil
 import subprocess
-import sys
 from typing import Dict
+
+__all__ = ['APT_PACKAGE', 'DEFAULT_DATA_DIR', 'check_files', 'prepare_fashion_mnist']
 
 APT_PACKAGE = 'dataset-fashion-mnist'
 APT_DIR = '/usr/share/datasets/fashion-mnist'
@@ -102,7 +100,10 @@ def prepare_fashion_mnist(data_dir: str = DEFAULT_DATA_DIR,
     """
     if check_files(data_dir):
         source_path = osp.join(data_dir, SOURCE_FILE)
-        earlier = open(source_path).read().strip() if osp.isfile(source_path) else 'unknown'
+        earlier = 'unknown'
+        if osp.isfile(source_path):
+            with open(source_path) as file:
+                earlier = file.read().strip()
         return f'{data_dir} already prepared (source: {earlier})'
     source = None
     if use_apt and (_apt_files_present() or _install_apt_package()):
@@ -122,20 +123,3 @@ def prepare_fashion_mnist(data_dir: str = DEFAULT_DATA_DIR,
     with open(osp.join(data_dir, SOURCE_FILE), 'w') as file:
         file.write(source + '\n')
     return f'{data_dir} prepared (source: {source})'
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data-dir', default=DEFAULT_DATA_DIR)
-    parser.add_argument('--no-apt', action='store_true', help='skip the Debian package')
-    parser.add_argument('--no-download', action='store_true', help='skip mmpretrain\'s download')
-    args = parser.parse_args()
-    try:
-        message = prepare_fashion_mnist(args.data_dir, not args.no_apt, not args.no_download)
-    except RuntimeError as error:
-        sys.exit(str(error))
-    print(f'[fashion-mnist] {message}')
-
-
-if __name__ == '__main__':
-    main()

@@ -1,0 +1,109 @@
+"""The demo's report: its tables, ``report.md`` and the console print-out."""
+import os.path as osp
+from typing import List
+
+from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS, SEVERITIES
+from stl_mm.evaluation.reports import markdown_table, text_table
+from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD,
+                                                   FOREGROUND_TOKEN_FRACTION)
+
+__all__ = ['report_tables', 'render_markdown', 'print_tables']
+
+
+def report_tables(report: dict) -> List[tuple]:
+    """(title, header, rows) of every table of the report."""
+    robustness = report['robustness']
+    models = robustness['models']
+    names = list(models)
+    tables = []
+    rows = [[name, models[name]['clean_top1'], models[name]['clean_top1_subset'],
+             models[name]['mean_corrupted_top1'], models[name]['retention']] for name in names]
+    tables.append((
+        'Clean and corrupted top-1 (%)',
+        ['model', f'clean top-1 ({robustness["test_images"]} test images)',
+         f'clean top-1 (subset of {robustness["subset_size"]})',
+         'mean corrupted top-1 (15 x 5)', 'retention'], rows))
+    rows = []
+    for corruption in BENCHMARK_CORRUPTIONS:
+        row = [corruption]
+        for name in names:
+            cell = models[name]['per_corruption'][corruption]
+            row += [cell['top1'], cell['retention']]
+        rows.append(row)
+    rows.append(['**mean**'] + [value for name in names for value in (
+        models[name]['mean_corrupted_top1'], models[name]['retention'])])
+    header = ['corruption'] + [f'{name} {what}' for name in names
+                               for what in ('top-1', 'retention')]
+    tables.append((f'Fashion-MNIST-C per corruption (mean over severities 1-5, '
+                   f'{robustness["subset_size"]} test images), %', header, rows))
+    rows = [[str(severity)] + [models[name]['per_severity'][severity] for name in names]
+            for severity in SEVERITIES]
+    tables.append(('Fashion-MNIST-C per severity (mean over the 15 corruptions), top-1 %',
+                   ['severity'] + names, rows))
+    quality = report['token_labels']
+    rows = []
+    for view, modes in quality['views'].items():
+        for mode, metrics in modes.items():
+            label = mode if mode == 'argmax' else f'hard Gumbel (mean of {quality["gumbel_draws"]})'
+            rows.append([view, label] + [100 * metrics[key] for key in (
+                'precision', 'recall', 'iou')] + [metrics['confidence_correct'],
+                                                  metrics['confidence_wrong']])
+    tables.append((
+        f'Token-label quality of the stage-1 teacher ({quality["images"]} test images, '
+        f'{quality["grid"][0]}x{quality["grid"][1]} tokens), "token labelled as the image\'s '
+        'class" vs ground-truth foreground tokens',
+        ['view', 'labels', 'precision %', 'recall %', 'IoU %', 'conf. correct fg',
+         'conf. wrong fg'], rows))
+    return tables
+
+
+def render_markdown(report: dict) -> str:
+    """``report.md``: the settings, every table, the figure and the definitions."""
+    settings = report['settings']
+    timing = report['timing_s']
+    lines = [
+        '# STL demo on Fashion-MNIST', '',
+        f'Command: `{settings["command"]}` (seed {settings["seed"]}'
+        f'{", --quick" if settings["quick"] else ""}). Data: {settings["data_source"]}.', '',
+        f'- Training: the first {settings["train_images"]} of the 60,000 training images, '
+        f'{settings["teacher_epochs"]} epochs for the stage-1 token labeler (trained once, '
+        f'reused by every student), {settings["epochs"]} for the student and for the baseline '
+        f'(the same budget); batch 128, on {settings["cpu_threads"]} CPU '
+        f'thread(s) per process plus one data-loading worker ({settings["machine"]}).',
+        f'- Model: FAN-ViT `{settings["arch"]}` ({settings["parameters"]:,} parameters), '
+        '32x32 inputs, 8x8 tokens.',
+        '- Wall time: ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in timing.items())
+        + '.', '',
+    ]
+    for title, header, rows in report_tables(report):
+        lines += [f'## {title}', '', markdown_table(header, rows), '']
+    lines += [
+        '## Token labels of the teacher (Fig. 2 style)', '',
+        f'![token labels]({osp.basename(report["figure"])})', '',
+        'Columns: image; tokens labelled as the image\'s class (argmax); the same split into '
+        'confident (yellow, p >= 0.5) and unconfident (green) labels; the tokens one hard '
+        'Gumbel-softmax draw labels as the class; the histogram of the teacher\'s confidence in '
+        'the labels of foreground tokens, correct (labelled as the class) vs wrong. The white '
+        'outline is the ground-truth foreground.', '',
+        '## Definitions', '',
+        f'- Foreground: a pixel is foreground when its value exceeds '
+        f'{FOREGROUND_PIXEL_THRESHOLD:g} (of 255) after resizing to 32x32; a token (4x4 pixels) '
+        f'is foreground when more than {FOREGROUND_TOKEN_FRACTION:.0%} of its pixels are. In '
+        'the augmented views, the mask is taken from the teacher view, which shares the '
+        'student view\'s geometry (crop, flip, rotate/shear/translate).',
+        '- Precision: foreground tokens labelled as the image\'s class / tokens labelled as the '
+        'class; recall: / foreground tokens; IoU: / union of both sets. Confidence: the '
+        'teacher\'s softmax probability of the label a foreground token received, averaged over '
+        'correct (the image\'s class) and wrong labels. All pooled over the images.',
+        '- Fashion-MNIST-C: each 28x28 test image of the subset corrupted with '
+        '`stl_mm.compat.imagecorruptions.corrupt` (seeded per image, corruption and severity), '
+        'then the test pipeline. Retention = corrupted top-1 / clean top-1 on the same subset. '
+        'ImageNet-C\'s mCE is not reported: its AlexNet normalisation has no meaning here.',
+    ]
+    return '\n'.join(lines) + '\n'
+
+
+def print_tables(report: dict) -> None:
+    """Print every table of the report as plain text."""
+    for title, header, rows in report_tables(report):
+        print(f'\n{title}\n{text_table(header, rows)}')
