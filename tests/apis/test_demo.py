@@ -1,4 +1,6 @@
 """stl_mm.apis.demo: its sizes, its strict checkpoint loading and its missing-run message."""
+import copy
+
 import pytest
 import torch
 from fashion_mnist_demo import data_dir, demo_config  # noqa: F401
@@ -27,7 +29,7 @@ def test_sizes_out_of_range_name_their_option(option, overrides):
 def test_classifier_checkpoints_load_strictly(data_dir, tmp_path):  # noqa: F811
     from mmpretrain.registry import MODELS
     cfg = demo_config('fan_demo_baseline.py', data_dir)
-    model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    model = MODELS.build(copy.deepcopy(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)))
     # mmengine's EMAHook saves the averaged weights as 'state_dict' and the raw ones, under
     # 'module.', as 'ema_state_dict'.
     averaged = {key: value + 1 for key, value in model.state_dict().items()}
