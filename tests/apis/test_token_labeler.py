@@ -36,8 +36,8 @@ def test_the_labeler_is_the_frozen_teacher_with_the_checkpoint_weights(
     assert not model.training and not any(p.requires_grad for p in model.parameters())
 
 
-def test_a_teacher_checkpoint_of_another_shape_is_refused(data_dir, teacher_checkpoint,  # noqa: F811
-                                                          tmp_path):
+def test_a_teacher_checkpoint_of_another_shape_is_refused(
+        data_dir, teacher_checkpoint, tmp_path):  # noqa: F811
     saved = torch.load(teacher_checkpoint, weights_only=True)
     saved['state_dict']['head.head.weight'] = saved['state_dict']['head.head.weight'][:5]
     narrow = tmp_path / 'five_classes.pth'
