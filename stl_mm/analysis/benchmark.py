@@ -444,7 +444,7 @@ def attention_parity(options: BenchmarkOptions) -> float:
 
 def expand_settings(workloads: Sequence[str], batch_sizes: Sequence[int],
                     dtypes: Sequence[str], channels_last: Sequence[bool],
-                    compile: Sequence[bool], attention: Sequence[str], with_cp: Sequence[bool],
+                    compiled: Sequence[bool], attention: Sequence[str], with_cp: Sequence[bool],
                     teachers: Sequence[str]) -> List[Setting]:
     """Every combination of the given values (``teachers`` only for the student workload).
 
@@ -459,12 +459,12 @@ def expand_settings(workloads: Sequence[str], batch_sizes: Sequence[int],
     if min(batch_sizes) <= 0:
         raise ValueError(f'Batch sizes must be positive, got {list(batch_sizes)}.')
     settings = []
-    for workload, batch_size, dtype, last, compiled, attn, cp in itertools.product(
-            workloads, batch_sizes, dtypes, channels_last, compile, attention, with_cp):
+    for workload, batch_size, dtype, last, compile_on, attn, cp in itertools.product(
+            workloads, batch_sizes, dtypes, channels_last, compiled, attention, with_cp):
         if workload == 'inference' and cp:
             continue
         for teacher in (teachers if workload == 'student' else [None]):
-            settings.append(Setting(workload, batch_size, dtype, bool(last), bool(compiled),
+            settings.append(Setting(workload, batch_size, dtype, bool(last), bool(compile_on),
                                     attn, bool(cp), teacher))
     return settings
 
