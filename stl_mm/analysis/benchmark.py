@@ -35,10 +35,10 @@ import itertools
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import threading
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union

@@ -1,4 +1,4 @@
-"""Benchmark FAN and the STL training modes: throughput, latency and peak memory.
+r"""Benchmark FAN and the STL training modes: throughput, latency and peak memory.
 
 Measures, for a FAN preset (``--arch``) or any classifier config (``--config``), the
 ``inference`` forward pass and the ``plain`` / ``labeler`` / ``student`` training steps

@@ -1,4 +1,4 @@
-"""Count parameters and FLOPs of FAN presets (the table in docs/presets.md).
+r"""Count parameters and FLOPs of FAN presets (the table in docs/presets.md).
 
 :mod:`stl_mm.analysis.flops` says what is counted.
 
