@@ -7,7 +7,7 @@
 _base_ = [
     '../_base_/models/fan_hybrid_in1k.py',
     '../_base_/datasets/imagenet_bs128_fan_224.py',
-    '../_base_/schedules/imagenet_bs2048_adamw_fan_350e.py',
+    '../_base_/schedules/imagenet_bs2048_adamw_fan_350e_warmup10.py',
     '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
@@ -20,11 +20,3 @@ model = dict(
 
 # 32 GPUs x 64 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=64)
-
-# Warm-up of 10 epochs for FAN-L (the schedule base file has 5).
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / 4e-3, by_epoch=True, begin=0, end=10,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=10,
-         convert_to_iter_based=True),
-]

@@ -4,48 +4,21 @@
 # Official recipe: NVlabs/STL scripts/fan_stl_student/fan_tiny_stl.sh
 # (8 GPUs x 128, lr 2e-3).
 _base_ = [
-    '../_base_/models/fan_hybrid_in1k.py',
+    '../_base_/models/fan_hybrid_in1k_student.py',
     '../_base_/datasets/imagenet_bs128_stl_dual_view_224.py',
     '../_base_/schedules/imagenet_bs2048_adamw_fan_350e.py',
-    '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 model = dict(
-    mode='student',
     backbone=dict(arch='tiny-hybrid', drop_path_rate=0.05),
-    head=dict(in_channels=192),
-    # Token labels: hard Gumbel-softmax samples of the teacher's token logits (tau = 1),
-    # smoothed with 0.1, weight beta = 1. token_label_mix='none' takes them from the unmixed
-    # teacher view as the paper does; 'aligned' is our extension that mixes them like the
-    # student's Mixup / CutMix.
-    token_loss=dict(
-        type='GumbelTokenLabelLoss',
-        mode='gumbel',
-        tau=1.0,
-        label_smoothing=0.1,
-        loss_weight=1.0,
-        token_label_mix='none'))
+    head=dict(in_channels=192))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)
 
-# The frozen teacher: the FAN-T-Hybrid token labeler of stage 1. Its default checkpoint is
-# the last one `python tools/train.py configs/stl/fan_t_token_labeler.py` leaves; point
-# it elsewhere (e.g. a converted official STL teacher) with one override:
-#   --cfg-options default_hooks.teacher.checkpoint=PATH
-# (the hook lives in default_hooks, a dict, so the override reaches it by name).
+# The frozen teacher: the FAN-T-Hybrid token labeler of stage 1.
 default_hooks = dict(
     teacher=dict(
-        type='FrozenTeacherHook',
-        model=dict(
-            type='TokenLabelingClassifier',
-            mode='labeler',
-            backbone=dict(type='FAN', arch='tiny-hybrid'),
-            head=dict(
-                type='TokenLabelingHead',
-                num_classes=1000,
-                in_channels=192,
-                with_token_head=True)),
-        checkpoint='work_dirs/fan_t_token_labeler/epoch_350.pth',
-        use_ema=True))
+        model=dict(backbone=dict(arch='tiny-hybrid'), head=dict(in_channels=192)),
+        checkpoint='work_dirs/fan_t_token_labeler/epoch_350.pth'))

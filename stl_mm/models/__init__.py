@@ -1,1 +1,1 @@
-from . import backbones, classifiers, heads, losses  # noqa: F401
+from . import backbones, classifiers, heads, losses, utils  # noqa: F401

@@ -1,7 +1,7 @@
 # The FAN-Hybrid ImageNet-1K classifier of configs/fan (mode='plain') and configs/stl
 # (mode='labeler' / 'student'): class-token head with label smoothing 0.1, token head,
-# Mixup / CutMix. Each config sets its mode and size (arch, drop_path_rate, the head's
-# in_channels); the values here are FAN-T-Hybrid's.
+# Mixup / CutMix. Each config sets its mode (the students through fan_hybrid_in1k_student.py)
+# and size (arch, drop_path_rate, the head's in_channels); the values here are FAN-T-Hybrid's.
 model = dict(
     type='TokenLabelingClassifier',
     backbone=dict(type='FAN', arch='tiny-hybrid', drop_path_rate=0.05),

@@ -20,7 +20,7 @@ optim_wrapper = dict(
 # (GPUs x train_dataloader.batch_size): 8 GPUs x 128 train with 2e-3, as the official T/S runs.
 auto_scale_lr = dict(base_batch_size=2048, enable=True)
 
-# Warm-up of 5 epochs (FAN-T/S); the FAN-B/L configs replace this list with 10 epochs.
+# Warm-up of 5 epochs (FAN-T/S); FAN-B/L use imagenet_bs2048_adamw_fan_350e_warmup10.py.
 # The cosine phase ends at train_cfg.max_epochs (mmengine's default `end`).
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6 / 4e-3, by_epoch=True, begin=0, end=5,

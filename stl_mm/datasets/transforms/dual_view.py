@@ -115,7 +115,7 @@ class PackDualViewInputs(PackInputs):
     """mmpretrain ``PackInputs`` that also packs the teacher view as ``teacher_inputs``.
 
     The teacher view is formatted like ``inputs`` (a (3, H, W) tensor) and reaches
-    :class:`~stl_mm.datasets.TokenLabelingDataPreprocessor` next to the student images.
+    :class:`~stl_mm.models.utils.TokenLabelingDataPreprocessor` next to the student images.
 
     Args:
         teacher_key: Results key of the teacher view (set by :class:`DualView`).

@@ -259,7 +259,13 @@ class FAN(BaseBackbone):
             self._init_dense_levels(dense_blocks, out_indices, feat_downsample,
                                     downsample_channels)
         else:
+            if out_indices is not None:
+                raise ValueError(f'FAN: out_indices={out_indices} picks dense levels; build '
+                                 'with dense=True, or drop out_indices for classification.')
             self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6)
+            # One output, the classification features after the class attention.
+            self.out_indices = (0, )
+            self._stem_outs, self._block_outs, self._final_out = (), {}, 0
 
         if not -1 <= frozen_stages <= depth + 1:
             raise ValueError(f'frozen_stages must be in [-1, {depth + 1}] for a {depth}-block '
@@ -337,25 +343,27 @@ class FAN(BaseBackbone):
     def _init_dense_levels(self, dense_blocks: Optional[Sequence[int]],
                            out_indices: Optional[Sequence[int]], feat_downsample: bool,
                            downsample_channels: int) -> None:
+        """Dense levels (``dense_levels``), ``out_indices`` and where each output is taken."""
         blocks = tuple(dense_blocks) if dense_blocks is not None else self.arch_settings[
             'dense_blocks']
-        for index in blocks:
-            if not 0 <= index < self.depth:
-                raise ValueError(f'dense_blocks {blocks} must index the {self.depth} FAN blocks.')
+        if any(not 0 <= index < self.depth for index in blocks) or list(blocks) != sorted(
+                set(blocks)):
+            raise ValueError(f'dense_blocks {blocks} must be distinct indices of the '
+                             f'{self.depth} FAN blocks, in increasing order.')
         self.dense_blocks = blocks
         final_stride = self._block_strides[-1]
         if self.is_hybrid and feat_downsample and final_stride == 16:
             self.learnable_downsample = nn.Conv2d(self.embed_dims, downsample_channels, 3,
                                                   stride=2, padding=1)
-        levels = [(c, 4 * 2**i) for i, c in enumerate(self.patch_embed.backbone.out_channels)
-                  ] if self.is_hybrid else []
+        stem_levels = [(c, 4 * 2**i) for i, c in enumerate(self.patch_embed.backbone.out_channels)
+                       ] if self.is_hybrid else []
         widths = self.arch_settings['embed_dims']
         # A block that changes width ends with its downsample, so it outputs the next width.
-        levels += [(widths[min(i + 1, self.depth - 1)], self._block_strides[i]) for i in blocks]
-        if self.learnable_downsample is not None:
-            levels.append((downsample_channels, 2 * final_stride))
-        else:
-            levels.append((self.embed_dims, final_stride))
+        block_levels = [(widths[min(i + 1, self.depth - 1)], self._block_strides[i])
+                        for i in blocks]
+        final_level = ((downsample_channels, 2 * final_stride) if self.learnable_downsample
+                       is not None else (self.embed_dims, final_stride))
+        levels = stem_levels + block_levels + [final_level]
         self.dense_levels: List[Tuple[int, int]] = levels
         if out_indices is None:
             out_indices = range(len(levels))
@@ -364,6 +372,12 @@ class FAN(BaseBackbone):
             raise ValueError(f'out_indices {list(out_indices)} must pick among the '
                              f'{len(levels)} dense levels (channels, stride) {levels}.')
         self.out_indices = tuple(out_indices)
+        # The stem levels to return, the level of each returned block output, the final level.
+        wanted = set(self.out_indices)
+        self._stem_outs = tuple(i for i in range(len(stem_levels)) if i in wanted)
+        self._block_outs = {block: level for level, block in enumerate(blocks, len(stem_levels))
+                            if level in wanted}
+        self._final_out = len(levels) - 1
 
     @property
     def dense_channels(self) -> Tuple[int, ...]:
@@ -510,22 +524,19 @@ class FAN(BaseBackbone):
             x = x + self.pos_embed(hw)
         x = self.pos_drop(x)
 
-        levels: List[Optional[torch.Tensor]] = list(stem_maps) if self.dense else []
-        wanted = set(self.out_indices) if self.dense else set()
+        outs = {level: stem_maps[level] for level in self._stem_outs}
         for index, block in enumerate(self.blocks):
             x, hw = self._run(block, x, hw)
-            if self.dense and index in self.dense_blocks:
-                level = len(levels)
-                levels.append(tokens_to_map(x, hw).contiguous() if level in wanted else None)
+            if index in self._block_outs:
+                outs[self._block_outs[index]] = tokens_to_map(x, hw).contiguous()
+        if self._final_out in self.out_indices:
+            outs[self._final_out] = self._format_output(self._class_attention(x), hw)
+        return tuple(outs[level] for level in self.out_indices)
 
+    def _format_output(self, x: torch.Tensor, hw: Tuple[int, int]):
+        """Final tokens (class token first) -> ``(cls_feat, patch_map)``, or the last dense map."""
         if not self.dense:
-            x = self.norm(self._class_attention(x))
-            return ((x[:, 0], tokens_to_map(x[:, 1:], hw)), )
-
-        final_level = len(levels)
-        if final_level in wanted:
-            final = tokens_to_map(self._class_attention(x)[:, 1:], hw).contiguous()
-            if self.learnable_downsample is not None:
-                final = self.learnable_downsample(final)
-            levels.append(final)
-        return tuple(levels[i] for i in self.out_indices)
+            x = self.norm(x)
+            return x[:, 0], tokens_to_map(x[:, 1:], hw)
+        out = tokens_to_map(x[:, 1:], hw).contiguous()
+        return out if self.learnable_downsample is None else self.learnable_downsample(out)

@@ -303,11 +303,13 @@ class HybridPatchEmbed(nn.Module):
         return map_to_tokens(x), (x.shape[2], x.shape[3]), stem_maps
 
 
-class TokenMixing(nn.Module):
-    """Multi-head self-attention over the tokens (official ``TokenMixing``).
+class _HeadedAttention(nn.Module):
+    """What token mixing and class attention share: the ``q`` and output projections, the
+    split into heads, and ``scaled_dot_product_attention``.
 
-    Separate ``q`` and fused ``kv`` projections, as in the official weights; the attention is
-    the standard softmax(q k^T / sqrt(d)) v, computed with ``scaled_dot_product_attention``.
+    Subclasses build their key / value projections in :meth:`build_key_value`, which runs
+    between ``q`` and ``proj`` so that the modules keep the official order (the order the
+    official initialisation draws their random weights in).
     """
 
     def __init__(self,
@@ -321,21 +323,42 @@ class TokenMixing(nn.Module):
             raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}.')
         self.num_heads = num_heads
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+        self.build_key_value(embed_dims, qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, num_tokens, channels = x.shape
-        head_dims = channels // self.num_heads
-        q = self.q(x).reshape(batch, num_tokens, self.num_heads, head_dims).transpose(1, 2)
-        k, v = self.kv(x).reshape(batch, num_tokens, 2, self.num_heads,
-                                  head_dims).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(
+    def build_key_value(self, embed_dims: int, qkv_bias: bool) -> None:
+        """Create the key / value projections."""
+        raise NotImplementedError
+
+    def split_heads(self, x: torch.Tensor, parts: int = 1) -> torch.Tensor:
+        """(N, L, parts * C) -> (parts, N, heads, L, C / heads), or without the first axis."""
+        batch, length, channels = x.shape
+        x = x.reshape(batch, length, parts, self.num_heads, channels // parts // self.num_heads)
+        x = x.permute(2, 0, 3, 1, 4)
+        return x[0] if parts == 1 else x
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v over the heads, merged and projected: (N, Lq, C)."""
+        out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
-        x = x.transpose(1, 2).reshape(batch, num_tokens, channels)
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))
+
+
+class TokenMixing(_HeadedAttention):
+    """Multi-head self-attention over the tokens (official ``TokenMixing``).
+
+    Separate ``q`` and fused ``kv`` projections, as in the official weights; the attention is
+    the standard softmax(q k^T / sqrt(d)) v, computed with ``scaled_dot_product_attention``.
+    """
+
+    def build_key_value(self, embed_dims: int, qkv_bias: bool) -> None:
+        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, v = self.split_heads(self.kv(x), parts=2)
+        return self.attend(self.split_heads(self.q(x)), k, v)
 
 
 class DWConv(nn.Module):
@@ -539,36 +562,17 @@ class FANBlock(nn.Module):
         return x, hw
 
 
-class ClassAttention(nn.Module):
+class ClassAttention(_HeadedAttention):
     """Attention of the class token (the first token) over all tokens, as in CaiT."""
 
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 qkv_bias: bool = True,
-                 attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
-        super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}.')
-        self.num_heads = num_heads
-        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+    def build_key_value(self, embed_dims: int, qkv_bias: bool) -> None:
         self.k = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(embed_dims, embed_dims)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the (N, 1, C) update of the class token."""
-        batch, num_tokens, channels = x.shape
-        head_dims = channels // self.num_heads
-        q = self.q(x[:, :1]).reshape(batch, 1, self.num_heads, head_dims).transpose(1, 2)
-        k = self.k(x).reshape(batch, num_tokens, self.num_heads, head_dims).transpose(1, 2)
-        v = self.v(x).reshape(batch, num_tokens, self.num_heads, head_dims).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, 1, channels)))
+        return self.attend(self.split_heads(self.q(x[:, :1])), self.split_heads(self.k(x)),
+                           self.split_heads(self.v(x)))
 
 
 class Mlp(nn.Module):

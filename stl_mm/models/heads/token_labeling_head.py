@@ -1,5 +1,5 @@
 """Classification head with a class-token classifier and a per-token classifier."""
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,9 @@ class TokenLabelingHead(ClsHead):
 
     Args:
         num_classes: Number of classes K.
-        in_channels: Feature channels C of the backbone.
+        in_channels: Feature channels C of the backbone. Leave it out (None) inside a
+            :class:`~stl_mm.models.classifiers.TokenLabelingClassifier`: it takes the width
+            from its backbone (:meth:`fit_to_backbone`), and a width set by hand must match.
         with_token_head: Build ``aux_head`` (needed by the token-labeling modes). Defaults
             to True.
         eval_with_token_logits: Predict with the official ``cls + 0.5 * max token`` variant.
@@ -44,7 +46,7 @@ class TokenLabelingHead(ClsHead):
 
     def __init__(self,
                  num_classes: int,
-                 in_channels: int,
+                 in_channels: Optional[int] = None,
                  with_token_head: bool = True,
                  eval_with_token_logits: bool = False,
                  loss: dict = dict(
@@ -56,6 +58,10 @@ class TokenLabelingHead(ClsHead):
         super().__init__(loss=loss, topk=topk, cal_acc=cal_acc, init_cfg=init_cfg)
         if num_classes <= 0:
             raise ValueError(f'TokenLabelingHead: num_classes must be positive, got {num_classes}.')
+        if in_channels is None:
+            raise ValueError('TokenLabelingHead: in_channels is not set. Inside a '
+                             'TokenLabelingClassifier it comes from the backbone; a head built '
+                             'on its own needs in_channels=<feature width of the backbone>.')
         if eval_with_token_logits and not with_token_head:
             raise ValueError('TokenLabelingHead: eval_with_token_logits=True needs the token '
                              'head; set with_token_head=True.')
@@ -66,6 +72,38 @@ class TokenLabelingHead(ClsHead):
         self.head = nn.Linear(in_channels, num_classes)
         self.aux_head = nn.Linear(in_channels, num_classes) if with_token_head else None
 
+    @staticmethod
+    def fit_to_backbone(head: Union[dict, nn.Module],
+                        backbone: nn.Module) -> Union[dict, nn.Module]:
+        """The head config with ``in_channels`` set to the backbone's feature width.
+
+        A config without ``in_channels`` gets the backbone's ``num_features`` (FAN's embedding
+        width); one that sets it (or a built head) must match it.
+
+        Args:
+            head: The head config, or a built head.
+            backbone: The built backbone; returned unchanged when it has no ``num_features``.
+
+        Returns:
+            ``head``, with ``in_channels`` filled in when it was a config without it.
+
+        Raises:
+            ValueError: ``in_channels`` differs from the backbone's feature width.
+        """
+        width = getattr(backbone, 'num_features', None)
+        given = head.in_channels if isinstance(head, nn.Module) else head.get('in_channels')
+        if width is None:
+            return head
+        if given is None:
+            return dict(head, in_channels=width)
+        if given != width:
+            raise ValueError(
+                f'TokenLabelingHead: in_channels={given}, but the backbone '
+                f'{type(backbone).__name__} gives {width}-channel features. Drop '
+                'head.in_channels from the config (the classifier takes it from the backbone) '
+                f'or set it to {width}.')
+        return head
+
     def pre_logits(self, feats: Sequence) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return ``(cls_feat, patch_map)`` of the last backbone output."""
         last = feats[-1]
@@ -74,6 +112,11 @@ class TokenLabelingHead(ClsHead):
                 'TokenLabelingHead expects the backbone to return ((cls_feat, patch_map),) '
                 '(FAN with dense=False); got a last output of type '
                 f'{type(last).__name__}.')
+        if last[0].shape[-1] != self.in_channels:
+            raise ValueError(f'TokenLabelingHead: features have {last[0].shape[-1]} channels, '
+                             f'the head was built for in_channels={self.in_channels}; leave '
+                             'in_channels out of the head config so that the classifier takes '
+                             "it from the backbone, or set it to the backbone's width.")
         return last[0], last[1]
 
     def forward(self, feats: Sequence) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

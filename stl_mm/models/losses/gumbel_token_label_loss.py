@@ -37,7 +37,7 @@ class GumbelTokenLabelLoss(nn.Module):
        are used as they are, as in the official code.
     4. **Mix** (optional, ``token_label_mix='aligned'``): when the student batch went through
        Mixup / CutMix, the same mix is applied to the token targets
-       (:func:`stl_mm.datasets.batch_mix.mix_token_targets`): CutMix pastes the partner's
+       (:func:`stl_mm.models.utils.mix_token_targets`): CutMix pastes the partner's
        token labels inside the box, Mixup blends them with lambda. The default ``'none'``
        keeps the labels of the clean teacher view, as in the paper.
 
@@ -163,7 +163,7 @@ class GumbelTokenLabelLoss(nn.Module):
         targets = targets.permute(0, 3, 1, 2)
 
         if self.token_label_mix == 'aligned' and batch_mix is not None:
-            from stl_mm.datasets.batch_mix import mix_token_targets
+            from stl_mm.models.utils import mix_token_targets
             targets = mix_token_targets(targets, batch_mix)
         return targets
 

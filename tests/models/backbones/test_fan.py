@@ -342,3 +342,21 @@ def test_compiles_without_graph_breaks():
         expected, = model(x)
         got, = compiled(x)
     torch.testing.assert_close(got[0], expected[0])
+
+
+def test_dense_outputs_follow_out_indices_order_and_bad_level_choices_are_refused():
+    model = FAN(TINY_HYBRID, dense=True).eval()
+    picked = FAN(TINY_HYBRID, dense=True, out_indices=(3, 0, 2)).eval()
+    picked.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        every, chosen = model(x), picked(x)
+    for got, level in zip(chosen, (3, 0, 2)):
+        torch.testing.assert_close(got, every[level])
+    assert picked.dense_channels == tuple(model.dense_levels[i][0] for i in (3, 0, 2))
+    with pytest.raises(ValueError, match='distinct indices of the 2 FAN blocks, in increasing'):
+        FAN(dict(TINY_VIT, dense_blocks=(1, 0)), dense=True)
+    with pytest.raises(ValueError, match='distinct'):
+        FAN(TINY_VIT, dense=True, dense_blocks=(0, 0))
+    with pytest.raises(ValueError, match='build with dense=True'):
+        FAN(TINY_VIT, out_indices=(0, ))

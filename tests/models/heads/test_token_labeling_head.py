@@ -100,3 +100,27 @@ def test_wrong_backbone_output_is_a_clear_error():
     head = TokenLabelingHead(NUM_CLASSES, CHANNELS)
     with pytest.raises(TypeError, match=r'\(\(cls_feat, patch_map\),\)'):
         head((torch.randn(2, CHANNELS), ))
+
+
+def test_in_channels_comes_from_the_backbone_and_a_mismatch_is_refused():
+    from stl_mm.models.backbones import FAN
+    with torch.device('meta'):
+        backbone = FAN('t-hybrid')
+    config = dict(type='TokenLabelingHead', num_classes=NUM_CLASSES)
+    assert TokenLabelingHead.fit_to_backbone(config, backbone) == dict(config, in_channels=192)
+    matching = dict(config, in_channels=192)
+    assert TokenLabelingHead.fit_to_backbone(matching, backbone) is matching
+    with pytest.raises(ValueError, match='in_channels=448, but the backbone FAN gives '
+                       '192-channel features. Drop head.in_channels'):
+        TokenLabelingHead.fit_to_backbone(dict(config, in_channels=448), backbone)
+    with pytest.raises(ValueError, match='in_channels=8, but the backbone FAN gives 192'):
+        TokenLabelingHead.fit_to_backbone(TokenLabelingHead(NUM_CLASSES, CHANNELS), backbone)
+
+
+def test_head_without_in_channels_or_with_the_wrong_width_says_so():
+    with pytest.raises(ValueError, match='in_channels is not set'):
+        TokenLabelingHead(NUM_CLASSES)
+    head = TokenLabelingHead(NUM_CLASSES, CHANNELS + 1)
+    with pytest.raises(ValueError, match=r'features have 8 channels, the head was built for '
+                       r'in_channels=9'):
+        head(make_feats())

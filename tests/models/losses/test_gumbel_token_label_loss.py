@@ -202,7 +202,7 @@ def _labels_as_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def test_aligned_cutmix_pastes_partner_labels_inside_the_box():
-    from stl_mm.datasets.batch_mix import BatchMixRecord
+    from stl_mm.models.utils import BatchMixRecord
     labels = torch.stack([torch.zeros(4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.long)])
     teacher = _labels_as_logits(labels, 3)
     # Input 64x64 on a 4x4 grid: rows 16:48 and columns 32:64 are tokens [1:3, 2:4].
@@ -224,7 +224,7 @@ def test_aligned_cutmix_pastes_partner_labels_inside_the_box():
 
 
 def test_aligned_mixup_blends_partner_targets_with_lambda():
-    from stl_mm.datasets.batch_mix import BatchMixRecord
+    from stl_mm.models.utils import BatchMixRecord
     labels = torch.stack([torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 2)])
     teacher = _labels_as_logits(labels, 3)
     record = BatchMixRecord(kind='mixup', lam=0.7, index=torch.tensor([1, 0]), box=None,

@@ -6,7 +6,7 @@ from mmpretrain.models.utils import ClsDataPreprocessor
 from mmpretrain.models.utils.batch_augments import CutMix, Mixup
 
 from stl_mm.registry import register
-from .batch_mix import BatchMixRecord, RecordingCutMix, RecordingMixup
+from .batch_augments import BatchMixRecord, RecordingCutMix, RecordingMixup
 
 #: mmpretrain batch augments and their recording twins (exact types: subclasses such as
 #: ``ResizeMix`` mix differently and cannot be recorded).
@@ -26,9 +26,9 @@ class TokenLabelingDataPreprocessor(ClsDataPreprocessor):
       conversion, normalisation and padding but are never mixed: the teacher sees the clean
       view.
     - The standard ``Mixup`` / ``CutMix`` are replaced by their recording twins
-      (:class:`~stl_mm.datasets.batch_mix.RecordingMixup`, ``RecordingCutMix``), which mix
+      (:class:`~stl_mm.models.utils.RecordingMixup`, ``RecordingCutMix``), which mix
       identically and return what they did as a
-      :class:`~stl_mm.datasets.batch_mix.BatchMixRecord` (``batch_mix``), used by
+      :class:`~stl_mm.models.utils.BatchMixRecord` (``batch_mix``), used by
       ``token_label_mix='aligned'``. Other batch augments (e.g. ``ResizeMix``) run
       unchanged but leave ``batch_mix=None``.
 

@@ -8,7 +8,7 @@ from mmpretrain.models.utils import ClsDataPreprocessor
 from mmpretrain.structures import DataSample
 
 import stl_mm  # noqa: F401
-from stl_mm.datasets import RecordingCutMix, RecordingMixup, TokenLabelingDataPreprocessor
+from stl_mm.models.utils import RecordingCutMix, RecordingMixup, TokenLabelingDataPreprocessor
 from stl_mm.registry import REGISTRIES
 
 MEAN = [123.675, 116.28, 103.53]

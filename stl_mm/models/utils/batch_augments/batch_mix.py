@@ -5,7 +5,7 @@ mmpretrain's :class:`~mmpretrain.models.utils.batch_augments.Mixup` and
 no trace of ``lam``, the partner permutation or the CutMix box. :class:`RecordingMixup` and
 :class:`RecordingCutMix` behave exactly like them (same random draws in the same order) and
 also leave a :class:`BatchMixRecord` in ``last_record``.
-:class:`~stl_mm.datasets.TokenLabelingDataPreprocessor` swaps them in for the standard
+:class:`~stl_mm.models.utils.TokenLabelingDataPreprocessor` swaps them in for the standard
 ``Mixup`` / ``CutMix`` configs, so configs keep the usual names.
 
 :func:`mix_token_targets` is the ``token_label_mix='aligned'`` option of
