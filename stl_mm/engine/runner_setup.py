@@ -103,7 +103,7 @@ def build_runner(cfg: Config) -> Runner:
     """
     reinit = cfg.pop('load_from_reinit', ())
     if cfg.get('load_from') and not cfg.get('resume'):
-        cfg.custom_hooks = [*cfg.get('custom_hooks', []),
+        cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
                             dict(type='LoadCheckpointHook', checkpoint=cfg.load_from,
                                  reinit=reinit)]
         cfg.load_from = None
