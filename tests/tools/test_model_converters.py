@@ -34,7 +34,7 @@ def test_round_trip_reproduces_the_official_checkpoint(official, tmp_path):
     ours, back = tmp_path / 'ours.pth', tmp_path / 'back.pth'
     convert_checkpoint(str(src), str(ours))
     converted = torch.load(ours, weights_only=True)
-    assert converted['meta']['arch'].startswith('no FAN preset')  # a custom mini model
+    assert converted['meta']['arch'].startswith('a custom FAN')  # a custom mini model
     assert 'head.aux_head.weight' in converted['state_dict']
     convert_checkpoint(str(ours), str(back), reverse=True)
     restored = torch.load(back, weights_only=True)['state_dict']

@@ -33,7 +33,7 @@ def test_test_py_accepts_an_official_checkpoint(tmp_path, official_fixtures, use
     config.write_text(
         f"_base_ = '{TINY_CONFIG}'\n"
         "model = dict(backbone=dict(arch=dict(embed_dims=64, depth=2, num_heads=4,\n"
-        "    hybrid_stem=dict(depths=[1, 1], dims=[32, 48]))),\n"
+        "    cls_attn_layers=2, hybrid_stem=dict(depths=[1, 1], dims=[32, 48]))),\n"
         "    head=dict(num_classes=10, in_channels=64))\n"
         "pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64)),\n"
         "            dict(type='PackInputs')]\n"
@@ -47,7 +47,7 @@ def test_test_py_accepts_an_official_checkpoint(tmp_path, official_fixtures, use
     assert (tmp_path / 'preds.pkl').is_file()
     weights = ("EMA weights ('state_dict_ema')" if use_ema else
                "weights from 'state_dict', EMA 'state_dict_ema' present but use_ema=False")
-    assert f'{official}: {weights}, official layout; loaded 64 tensors' in log
+    assert f'{official}: {weights}, official layout; loaded 135 tensors' in log
     assert not list(work_dir.glob('converted_*'))  # converted in memory
 
 

@@ -313,11 +313,11 @@ def guess_presets(state_dict: StateDict) -> List[str]:
 
 
 def describe_arch(state_dict: StateDict) -> str:
-    """A phrase naming the preset(s) a backbone state dict matches, or its features."""
+    """'FAN preset <names>' for the preset(s) a backbone state dict matches, else
+    'a custom FAN (<features>)'."""
     names = guess_presets(state_dict)
-    if names:
-        return f"FAN preset {' / '.join(names)}"
-    return f'no FAN preset; its features are {infer_arch(state_dict)}'
+    return (f"FAN preset {' / '.join(names)}" if names else
+            f'a custom FAN ({infer_arch(state_dict)})')
 
 
 def _backbone_part(state_dict: StateDict) -> StateDict:
@@ -340,9 +340,10 @@ def _arch_hint(model_state: StateDict, file_state: StateDict) -> str:
                 'make the model config match the file, or, fine-tuning on purpose, name the '
                 'keys to re-initialise (tools/train.py: --cfg-options load_from_reinit=head.).')
     if not guess_presets(file_backbone) and guess_presets(model_backbone):
-        return (f' The file matches no FAN preset ({describe_arch(file_backbone)}) while the '
-                f'model is {model_arch}: the file is incomplete or of a custom arch; load a '
-                'complete checkpoint of the model, or build the model with the arch of the file.')
+        return (f' The file matches no FAN preset, it looks like {describe_arch(file_backbone)}, '
+                f'while the model is {model_arch}: the file is incomplete or of a custom arch; '
+                'load a complete checkpoint of the model, or build the model with the arch of '
+                'the file.')
     return (f' The file looks like {describe_arch(file_backbone)}; the model is {model_arch}: '
             "build the model with the file's arch, or load a checkpoint of the model's arch.")
 
