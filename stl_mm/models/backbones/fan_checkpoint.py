@@ -520,8 +520,8 @@ def convert_checkpoint(src: str, dst: str, reverse: bool = False, use_ema: bool 
         torch.save({'state_dict': official, 'arch': describe_arch(official)}, dst)
         return f'{source} -> {dst} (official layout, {len(official)} tensors)'
     if not is_official_layout(state_dict):
-        raise CheckpointError(f'{src} is not an official FAN checkpoint (no top-level cls_token / '
-                         'blocks.* keys); for an stl_mm checkpoint use --reverse.')
+        raise CheckpointError(f'{src} is not an official FAN checkpoint (no top-level cls_token '
+                              '/ blocks.* keys); for an stl_mm checkpoint use --reverse.')
     converted = official_to_stl_mm(state_dict)
     meta = dict(source=osp.basename(src), converted_from=source, arch=describe_arch(state_dict))
     torch.save({'meta': meta, 'state_dict': converted}, dst)

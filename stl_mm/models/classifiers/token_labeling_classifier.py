@@ -169,4 +169,3 @@ class TokenLabelingClassifier(ImageClassifier):
                 "teacher view): use the DualView transform with data_preprocessor="
                 "dict(type='TokenLabelingDataPreprocessor', ...).")
         return self.frozen_teacher.token_logits(teacher_inputs)
-
