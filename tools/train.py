@@ -1,20 +1,21 @@
 """Train any stl_mm config (mmpretrain, mmseg or mmdet: the config's ``default_scope`` decides).
 
+``load_from`` (start from a checkpoint, ours or official) is loaded strictly, EMA weights
+first; to fine-tune with keys that differ on purpose (a new head), name them with
+``load_from_reinit``: they keep their initial values and the log lists them.
+
 Examples:
     python tools/train.py configs/stl/fan_b_token_labeler.py
     python tools/train.py CONFIG --resume                  # resume from the latest checkpoint
     python tools/train.py CONFIG --resume PATH --amp --cfg-options train_dataloader.batch_size=64
+    python tools/train.py CONFIG --cfg-options load_from=PATH load_from_reinit=head.
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import stl_mm  # noqa: E402,F401  (registers every module before the config is read)
-from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments,  # noqa: E402
-                                        build_runner, close_distributed, parse_launcher_env,
-                                        prepare_config)
+import stl_mm  # noqa: F401  (registers every module before the config is read)
+from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments, build_runner,
+                                        close_distributed, parse_launcher_env, prepare_config)
+from stl_mm.models.backbones.fan_checkpoint import CheckpointError
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,7 +41,10 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    build_runner(cfg).train()
+    try:
+        build_runner(cfg).train()
+    except CheckpointError as error:
+        raise SystemExit(f'tools/train.py: {error}')
 
 
 if __name__ == '__main__':

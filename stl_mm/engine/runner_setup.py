@@ -1,5 +1,5 @@
-"""What tools/train.py and tools/test.py share: config preparation, CPU distributed set-up,
-runner construction and reading official checkpoints for testing."""
+"""What tools/train.py and tools/test.py share: config preparation, CPU distributed set-up
+and runner construction with checkpoints loaded through the package's strict loading API."""
 import argparse
 import os
 import os.path as osp
@@ -8,13 +8,14 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
-from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 
+from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
+
 __all__ = [
-    'DictAction', 'prepare_config', 'build_runner', 'build_test_runner', 'checkpoint_for_testing',
-    'close_distributed'
+    'DictAction', 'prepare_config', 'build_runner', 'build_test_runner', 'close_distributed'
 ]
 
 
@@ -91,7 +92,27 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Build the runner the config asks for (``runner_type``) in the config's default scope."""
+    """Build the runner the config asks for (``runner_type``) in the config's default scope.
+
+    A ``load_from`` (fine-tuning, or starting from a checkpoint) is loaded strictly through
+    :func:`~stl_mm.models.backbones.fan_checkpoint.load_checkpoint` by a
+    :class:`~stl_mm.engine.hooks.LoadCheckpointHook`, not by mmengine's non-strict loader;
+    the config's ``load_from_reinit`` (key prefixes, e.g. ``'head.'``) names the keys allowed
+    to differ, which keep their initial values and are logged. A resumed run (``resume``)
+    keeps mmengine's resume.
+    """
+    reinit = cfg.pop('load_from_reinit', ())
+    if cfg.get('load_from') and not cfg.get('resume'):
+        cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
+                            dict(type='LoadCheckpointHook', checkpoint=cfg.load_from,
+                                 reinit=reinit)]
+        cfg.load_from = None
+    elif reinit:
+        raise ValueError(f'load_from_reinit={reinit!r} names keys to re-initialise when '
+                         'load_from loads a checkpoint, but '
+                         + ('the run resumes (resume=True).' if cfg.get('resume') else
+                            'load_from is not set.') + ' Set load_from=PATH, or drop '
+                         'load_from_reinit.')
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     from mmengine.registry import RUNNERS
@@ -100,34 +121,25 @@ def build_runner(cfg: Config) -> Runner:
 
 def build_test_runner(cfg: Config, checkpoint: str, use_ema: bool = True) -> Runner:
     """A runner whose model holds ``checkpoint``'s weights, ready for ``runner.test()`` or for
-    test loops driven by the caller (robustness cells). The one way tools load for evaluation."""
-    cfg.load_from = checkpoint_for_testing(checkpoint, cfg.work_dir, use_ema)
-    return build_runner(cfg)
+    test loops driven by the caller (robustness cells). The one way tools load for evaluation.
 
+    The weights are loaded strictly with
+    :func:`~stl_mm.models.backbones.fan_checkpoint.load_checkpoint` into the (unwrapped) model
+    on every rank, before anything runs: a checkpoint that does not fit the config (another
+    head, another FAN width, a block missing) stops with the fit message. Official FAN / STL
+    checkpoints are converted in memory.
 
-def checkpoint_for_testing(checkpoint: str, work_dir: str, use_ema: bool = True) -> str:
-    """Return a checkpoint path that mmengine's runner can load into our classifiers.
-
-    mmengine checkpoints are returned unchanged. Official FAN/STL checkpoints (timm layout) are
-    converted once, choosing EMA weights when present, and written under ``work_dir``.
+    Args:
+        cfg: The test config (its ``load_from`` and ``resume`` are ignored).
+        checkpoint: Checkpoint file, ours (mmengine) or official.
+        use_ema: The EMA rule: EMA weights when the file holds both; False takes the raw ones.
     """
-    from stl_mm.models.backbones.fan_checkpoint import (is_official_layout, official_to_stl_mm,
-                                                        read_checkpoint)
-    state_dict, info = read_checkpoint(checkpoint, use_ema=use_ema)
-    if not is_official_layout(state_dict):
-        return checkpoint
-    converted = osp.join(work_dir, 'converted_' + osp.basename(checkpoint))
-    if torch_dist.is_initialized() and torch_dist.get_rank() != 0:
-        torch_dist.barrier()
-        return converted
-    os.makedirs(work_dir, exist_ok=True)
-    torch.save({'state_dict': official_to_stl_mm(state_dict), 'meta': {'converted_from': checkpoint,
-                                                                       'weights': info}},
-               converted)
-    print(f'[stl_mm] official checkpoint {checkpoint} ({info}) converted to {converted}')
-    if torch_dist.is_initialized():
-        torch_dist.barrier()
-    return converted
+    cfg.load_from, cfg.resume = None, False
+    cfg.pop('load_from_reinit', None)
+    runner = build_runner(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    load_checkpoint(model, checkpoint, use_ema)
+    return runner
 
 
 def parse_launcher_env(local_rank: Optional[int]) -> None:

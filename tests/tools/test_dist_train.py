@@ -14,12 +14,15 @@ from tiny_image_folder import make_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'tests' / 'data' / 'configs' / 'tiny_fan_cls_dist.py'
+# This checkout's package first (tools/train.py run directly imports the installed one
+# otherwise), then the test hooks of tests/data.
+PYTHONPATH = os.pathsep.join([str(REPO), str(REPO / 'tests' / 'data')])
 
 
 def dist_train(config: Path, work_dir: Path, port: int, *args: str) -> str:
     """Run tools/dist_train.sh with two CPU ranks; return its log, failing with its tail."""
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
-               PYTHONPATH=str(REPO / 'tests' / 'data'))
+               PYTHONPATH=PYTHONPATH)
     result = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
          str(work_dir), *args], env=env, capture_output=True, text=True, timeout=600)
@@ -49,7 +52,7 @@ def test_two_cpu_ranks_train_and_agree(tmp_path):
     overrides = [f'{loader}.dataset.data_root={root}'
                  for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1',
-               PYTHONPATH=str(REPO / 'tests' / 'data'))
+               PYTHONPATH=PYTHONPATH)
     result = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(CONFIG), '2', '--work-dir',
          str(work_dir), '--cfg-options', *overrides],
@@ -71,7 +74,7 @@ def test_two_cpu_ranks_train_a_tiny_stl_student(tmp_path):
     data = [f'{loader}.dataset.data_root={root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     env = dict(os.environ, PYTHON=sys.executable, PORT='29534', OMP_NUM_THREADS='1',
-               PYTHONPATH=str(REPO / 'tests' / 'data'))
+               PYTHONPATH=PYTHONPATH)
     stage1 = subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'train.py'),
          str(REPO / 'tests' / 'data' / 'configs' / 'tiny_fan_cls.py'), '--work-dir',

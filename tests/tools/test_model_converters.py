@@ -1,4 +1,5 @@
-"""tools/model_converters/fan_to_stl_mm.py: official -> stl_mm -> official round trip."""
+"""tools/model_converters/fan_to_stl_mm.py (fan_checkpoint.convert_checkpoint): official ->
+stl_mm -> official round trip."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,10 +8,10 @@ import pytest
 import torch
 
 from stl_mm.models.backbones import FAN
+from stl_mm.models.backbones.fan_checkpoint import CheckpointError, convert_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tools' / 'model_converters'))
-import fan_to_stl_mm  # noqa: E402
+CONVERTER = REPO / 'tools' / 'model_converters' / 'fan_to_stl_mm.py'
 
 
 @pytest.fixture
@@ -21,14 +22,21 @@ def official(official_fixtures, tmp_path):
     return fixture, path
 
 
+def _convert(*args: str, returncode: int = 0) -> str:
+    result = subprocess.run([sys.executable, str(CONVERTER), *args], capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert result.returncode == returncode, result.stderr
+    return result.stdout + result.stderr
+
+
 def test_round_trip_reproduces_the_official_checkpoint(official, tmp_path):
     fixture, src = official
     ours, back = tmp_path / 'ours.pth', tmp_path / 'back.pth'
-    fan_to_stl_mm.main([str(src), str(ours)])
+    convert_checkpoint(str(src), str(ours))
     converted = torch.load(ours, weights_only=True)
-    assert converted['meta']['arch'].startswith('no FAN preset')  # a custom mini model
+    assert converted['meta']['arch'].startswith('a custom FAN')  # a custom mini model
     assert 'head.aux_head.weight' in converted['state_dict']
-    fan_to_stl_mm.main(['--reverse', str(ours), str(back)])
+    convert_checkpoint(str(ours), str(back), reverse=True)
     restored = torch.load(back, weights_only=True)['state_dict']
     original = fixture['checkpoint']['state_dict_ema']
     assert restored.keys() == original.keys()
@@ -38,7 +46,7 @@ def test_round_trip_reproduces_the_official_checkpoint(official, tmp_path):
 def test_converted_checkpoint_loads_and_reproduces_outputs(official, tmp_path):
     fixture, src = official
     dst = tmp_path / 'ours.pth'
-    fan_to_stl_mm.convert(str(src), str(dst))
+    convert_checkpoint(str(src), str(dst))
     arch = FAN.arch_from_official(fixture['official_kwargs'], fixture['hybrid_stem'])
     model = FAN(arch, init_cfg=dict(type='Pretrained', checkpoint=str(dst), prefix='backbone.'))
     model.init_weights()
@@ -52,15 +60,15 @@ def test_converted_checkpoint_loads_and_reproduces_outputs(official, tmp_path):
 
 def test_wrong_direction_is_refused(official, tmp_path):
     _, src = official
-    with pytest.raises(ValueError, match='drop --reverse'):
-        fan_to_stl_mm.convert(str(src), str(tmp_path / 'x.pth'), reverse=True)
+    with pytest.raises(CheckpointError, match='drop --reverse'):
+        convert_checkpoint(str(src), str(tmp_path / 'x.pth'), reverse=True)
 
 
 def test_command_line(official, tmp_path):
     _, src = official
     dst = tmp_path / 'cli.pth'
-    result = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'model_converters' / 'fan_to_stl_mm.py'),
-         str(src), str(dst), '--no-ema'], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "weights from 'state_dict'" in result.stdout and dst.is_file()
+    assert "weights from 'state_dict'" in _convert(str(src), str(dst), '--no-ema')
+    assert dst.is_file()
+    absent = tmp_path / 'absent.pth'
+    log = _convert(str(absent), str(dst), returncode=1)
+    assert f'fan_to_stl_mm.py: Cannot read checkpoint {absent}: no such file' in log

@@ -42,7 +42,6 @@ The XLarge hybrid changes width inside its block stack (an overlapping stride-2 
 block 19), so its final tokens are already at stride 32 with 768 channels and it has no
 extra learnable downsample.
 """
-import copy
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -57,45 +56,9 @@ from stl_mm.registry import register
 from . import fan_checkpoint
 from .fan_layers import (ClassAttentionBlock, ConvPatchEmbed, FANBlock, FourierPositionalEncoding,
                          HybridPatchEmbed, tokens_to_map)
+from .fan_presets import ARCH_DEFAULTS, ARCH_REQUIRED, ARCH_ZOO, OFFICIAL_NAMES, resolve_arch
 
-#: Keys a custom ``arch`` dict must hold.
-ARCH_REQUIRED = (
-    'embed_dims',  # int, or one width per block (a change inserts an overlapping downsample)
-    'depth',  # number of FAN blocks
-    'num_heads',  # int, or one per block: heads of token mixing
-)
-#: Optional keys of a custom ``arch`` dict, with their defaults.
-ARCH_DEFAULTS = dict(
-    channel_heads=None,  # heads of channel processing (int, per-block list, or None: num_heads)
-    patch_size=16,  # FAN-ViT convolutional patch embedding: 4, 8 or 16 (unused by hybrids)
-    hybrid_stem=None,  # dict(depths=[...], dims=[...]): ConvNeXt stem, makes a FAN-Hybrid
-    mlp_ratio=4.,
-    qkv_bias=True,
-    se_mlp=False,  # SE-MLP instead of channel processing
-    cls_attn_layers=2,
-    eta=1.,  # initial layer-scale value
-    tokens_norm=True,  # class-attention norm2 applies to all tokens
-    use_pos_embed=True,
-    dense_blocks=None,  # blocks whose tokens are dense outputs (official choices per preset)
-)
-
-_VIT_DENSE_BLOCKS = (4, 7, 11)
-
-
-def _vit(embed_dims: int, depth: int, num_heads: int, **extra) -> dict:
-    return dict(embed_dims=embed_dims, depth=depth, num_heads=num_heads, patch_size=16,
-                dense_blocks=_VIT_DENSE_BLOCKS, **extra)
-
-
-def _hybrid(embed_dims: Union[int, List[int]], depth: int, num_heads: Union[int, List[int]],
-            stem_depths: List[int], dense_block: int) -> dict:
-    return dict(embed_dims=embed_dims, depth=depth, num_heads=num_heads,
-                hybrid_stem=dict(depths=stem_depths, dims=[128, 256]),
-                dense_blocks=(dense_block, ))
-
-
-def _names(*names: str) -> List[str]:
-    return [name.lower() for name in names]
+__all__ = ['FAN', 'ARCH_DEFAULTS', 'ARCH_REQUIRED']
 
 
 @register()
@@ -136,41 +99,14 @@ class FAN(BaseBackbone):
         use_ema: Prefer EMA weights when ``init_cfg`` loads a checkpoint holding both (an
             ``use_ema`` key in ``init_cfg`` overrides this).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')`` loads our
-            mmengine checkpoints or official ones (timm layout), reporting unused and newly
-            initialised keys; anything that does not fit raises. None: official init.
+            mmengine checkpoints or official ones (timm layout) through
+            :func:`.fan_checkpoint.load_checkpoint`, reporting unused and newly initialised
+            keys; anything that does not fit raises. None: official init.
     """
-    #: Preset settings by name; official names and short aliases share one dict.
-    arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(_names('fan_tiny_12_p16_224', 'tiny', 't', 'fan-t'), _vit(192, 12, 4)),
-        **dict.fromkeys(_names('fan_small_12_p16_224', 'small', 's', 'fan-s'), _vit(384, 12, 8)),
-        **dict.fromkeys(
-            _names('fan_small_12_p16_224_se_attn', 'small-se', 's-se', 'fan-s-se'),
-            _vit(384, 12, 8, se_mlp=True)),
-        **dict.fromkeys(_names('fan_base_18_p16_224', 'base', 'b', 'fan-b'), _vit(448, 18, 8)),
-        **dict.fromkeys(_names('fan_large_24_p16_224', 'large', 'l', 'fan-l'), _vit(480, 24, 10)),
-        **dict.fromkeys(
-            _names('fan_tiny_8_p4_hybrid', 'fan_tiny_8_p4_hybrid_token', 'tiny-hybrid',
-                   't-hybrid'), _hybrid(192, 8, 8, [3, 3], 7)),
-        **dict.fromkeys(
-            _names('fan_small_12_p4_hybrid', 'fan_small_12_p4_hybrid_token', 'small-hybrid',
-                   's-hybrid'), _hybrid(384, 10, 8, [3, 3], 9)),
-        **dict.fromkeys(
-            _names('fan_base_16_p4_hybrid', 'fan_base_16_p4_hybrid_token', 'base-hybrid',
-                   'b-hybrid'), _hybrid(448, 16, 8, [3, 3], 15)),
-        **dict.fromkeys(
-            _names('fan_large_16_p4_hybrid', 'fan_large_16_p4_hybrid_token', 'large-hybrid',
-                   'l-hybrid'), _hybrid(480, 22, 10, [3, 5], 18)),
-        **dict.fromkeys(
-            _names('fan_xlarge_16_p4_hybrid', 'xlarge-hybrid', 'xl-hybrid'),
-            _hybrid([528] * 20 + [768] * 3, 23, [11] * 20 + [16] * 3, [3, 7], 18)),
-    }
+    #: Preset settings by name (:data:`.fan_presets.ARCH_ZOO`).
+    arch_zoo: Dict[str, dict] = ARCH_ZOO
     #: The official model names (one per distinct architecture, token variants included).
-    official_names = ('fan_tiny_12_p16_224', 'fan_small_12_p16_224',
-                      'fan_small_12_p16_224_se_attn', 'fan_base_18_p16_224',
-                      'fan_large_24_p16_224', 'fan_tiny_8_p4_hybrid', 'fan_small_12_p4_hybrid',
-                      'fan_base_16_p4_hybrid', 'fan_large_16_p4_hybrid', 'fan_Xlarge_16_p4_hybrid',
-                      'fan_tiny_8_p4_hybrid_token', 'fan_small_12_p4_hybrid_token',
-                      'fan_base_16_p4_hybrid_token', 'fan_large_16_p4_hybrid_token')
+    official_names = OFFICIAL_NAMES
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny-hybrid',
@@ -278,37 +214,7 @@ class FAN(BaseBackbone):
     @classmethod
     def resolve_arch(cls, arch: Union[str, dict]) -> dict:
         """Preset name or custom dict -> complete settings with per-block lists."""
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise KeyError(f'Unknown FAN arch {arch!r}. Presets: '
-                               f'{", ".join(sorted(set(cls.arch_zoo)))}; or pass a dict with '
-                               f'keys {ARCH_REQUIRED} and optionally {sorted(ARCH_DEFAULTS)}.')
-            arch = cls.arch_zoo[key]
-        if not isinstance(arch, dict):
-            raise TypeError(f'FAN arch must be a preset name or a dict, got {type(arch)}.')
-        unknown = set(arch) - set(ARCH_DEFAULTS) - set(ARCH_REQUIRED)
-        if unknown:
-            raise KeyError(f'Unknown FAN arch keys {sorted(unknown)}; allowed: '
-                           f'{sorted(ARCH_REQUIRED + tuple(ARCH_DEFAULTS))}.')
-        missing = [key for key in ARCH_REQUIRED if arch.get(key) is None]
-        if missing:
-            raise KeyError(f'FAN arch dict needs {missing}.')
-        settings = copy.deepcopy({**ARCH_DEFAULTS, **arch})
-        depth = settings['depth']
-        for key in ('embed_dims', 'num_heads', 'channel_heads'):
-            value = settings[key]
-            if value is None or isinstance(value, int):
-                settings[key] = [value] * depth
-            elif len(value) != depth:
-                raise ValueError(f'FAN arch {key} has {len(value)} entries for {depth} blocks.')
-            else:
-                settings[key] = list(value)
-        if settings['dense_blocks'] is None:
-            settings['dense_blocks'] = ((depth - 1, ) if settings['hybrid_stem'] else tuple(
-                i for i in _VIT_DENSE_BLOCKS if i < depth))
-        settings['dense_blocks'] = tuple(settings['dense_blocks'])
-        return settings
+        return resolve_arch(arch, cls.arch_zoo)
 
     @classmethod
     def arch_from_official(cls, official_kwargs: dict, hybrid_stem: Optional[dict] = None) -> dict:
@@ -405,11 +311,11 @@ class FAN(BaseBackbone):
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
         if init_cfg is not None and init_cfg.get('type') == 'Pretrained':
             self._is_init = True
-            self.load_report = fan_checkpoint.load_backbone_checkpoint(
+            self.load_report = fan_checkpoint.load_checkpoint(
                 self,
                 init_cfg['checkpoint'],
-                prefix=init_cfg.get('prefix'),
-                use_ema=init_cfg.get('use_ema', self.use_ema))
+                use_ema=init_cfg.get('use_ema', self.use_ema),
+                prefix=init_cfg.get('prefix'))
             return
         for module in self.blocks.modules():
             if isinstance(module, nn.Conv2d):

@@ -1,29 +1,52 @@
-"""Reading FAN checkpoints and the one mapping between official and stl_mm keys.
+"""The one way checkpoints reach FAN models: reading, the official <-> stl_mm key mapping,
+and :func:`load_checkpoint`.
 
-Used by the :class:`~.fan.FAN` load hook and ``init_weights``, by
-``tools/model_converters/fan_to_stl_mm.py``, and by the classifier and teacher helpers.
+Every path that puts checkpoint weights into a model calls :func:`load_checkpoint`: a
+:class:`~.fan.FAN` ``init_cfg=dict(type='Pretrained', ...)``, ``load_from`` when training
+(:class:`~stl_mm.engine.hooks.LoadCheckpointHook`), ``tools/test.py`` and the other evaluators
+(:func:`~stl_mm.engine.runner_setup.build_test_runner`) and the frozen teacher
+(:class:`~stl_mm.models.classifiers.FrozenTeacher`); ``tools/model_converters/fan_to_stl_mm.py``
+calls :func:`convert_checkpoint`, which reads with the same :func:`read_checkpoint`.
 
-Official checkpoints (NVlabs FAN / STL, timm layout) hold one model state dict under
+Layouts. Official checkpoints (NVlabs FAN / STL, timm layout) hold one model state dict under
 ``state_dict`` / ``state_dict_ema`` (timm saver) or ``model`` / ``model_ema`` (DeiT-style
-saver), possibly with ``module.`` prefixes. Their keys are the backbone keys of stl_mm's
-:class:`~.fan.FAN` (the layers keep the official names) plus ``head.*`` (class logits) and,
-for token-labelling models, ``aux_head.*`` (token logits). Legacy names handled here:
+saver), possibly with ``module.`` prefixes, or are a bare state dict. Their keys are the
+backbone keys of stl_mm's :class:`~.fan.FAN` (the layers keep the official names) plus
+``head.*`` (class logits) and, for token-labelling models, ``aux_head.*`` (token logits).
+stl_mm classifier checkpoints (mmengine) hold ``backbone.*``, ``head.head.*`` and
+``head.aux_head.*`` instead. Legacy official names handled here:
 
 * ``pos_embeder.*`` (older releases) is our ``pos_embed.*``;
 * a fused class-attention ``cls_attn_blocks.{i}.attn.qkv.*`` is split into ``q``, ``k``, ``v``.
 
-stl_mm classifier checkpoints (mmengine) hold ``backbone.*``, ``head.head.*`` and
-``head.aux_head.*`` instead.
+EMA rule, the same default (``use_ema=True``) on every path: when a file holds both averaged
+(EMA) and raw weights, the EMA weights are used: ``state_dict`` of an mmengine checkpoint saved
+with ``EMAHook`` (the hook swaps the averaged weights in before saving, ``ema_state_dict`` then
+holds the raw ones), ``state_dict_ema`` (timm) or ``model_ema`` (DeiT). ``use_ema=False`` takes
+the raw weights. A file with one set of weights uses it. The report and the log say which.
+
+Strictness: the model and the file must have the same keys with the same shapes. The only
+exceptions are the keys a backbone declares task-specific (``FAN.checkpoint_key_policy``:
+the classification ``norm`` and the dense ``learnable_downsample``) and the model-key prefixes
+a caller names in ``reinit`` (fine-tuning with a new head); both keep their initial values and
+the report lists them. Anything else raises :class:`CheckpointMismatchError` naming the file,
+the keys, their shapes and the preset the file looks like. A file that cannot be read raises
+:class:`CheckpointReadError` naming the file and the reason. Safe loading
+(``torch.load(weights_only=True)`` with the allow-list of :mod:`stl_mm.compat.checkpoint`) is
+the only way files are opened.
 """
+import os.path as osp
+import pickle
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
 import stl_mm.compat  # noqa: F401  (safe-loading allow-list for mmengine checkpoints)
+from .fan_presets import OFFICIAL_NAMES, resolve_arch
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -31,9 +54,23 @@ StateDict = Dict[str, torch.Tensor]
 HEAD_PREFIXES = {'head.': 'head.head.', 'aux_head.': 'head.aux_head.'}
 BACKBONE_PREFIX = 'backbone.'
 _FUSED_QKV = re.compile(r'^(cls_attn_blocks\.\d+\.attn\.)qkv\.(weight|bias)$')
+_REFUSED_GLOBAL = re.compile(r'Unsupported global: GLOBAL (\S+)')
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used (base of the two errors below)."""
+
+
+class CheckpointReadError(CheckpointError):
+    """A checkpoint file cannot be read: missing, empty, truncated, not a checkpoint, or
+    refused by safe loading."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f'Cannot read checkpoint {path}: {reason}')
+        self.path, self.reason = path, reason
+
+
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
@@ -49,22 +86,66 @@ def _is_state_dict(obj) -> bool:
         isinstance(value, torch.Tensor) for value in obj.values())
 
 
+_DAMAGED = ('it is damaged or was not written completely (a run killed while saving leaves '
+            'such files); use another checkpoint, e.g. an earlier epoch_*.pth')
+
+
+def _failure_reason(error: Exception) -> str:
+    """Why ``torch.load`` failed on a file, in words (torch raises many types for one cause)."""
+    message = str(error)
+    refused = _REFUSED_GLOBAL.search(message)
+    if isinstance(error, pickle.UnpicklingError) and refused:
+        return (f'safe loading (torch.load(weights_only=True)) refuses the object '
+                f'{refused.group(1)} it holds: only tensors and the objects mmengine and timm '
+                'save are allowed (stl_mm/compat/checkpoint.py). If the file is intact and you '
+                'trust it, load it once with weights_only=False and save only its state dict; '
+                f'otherwise {_DAMAGED}')
+    if isinstance(error, EOFError):
+        return f'the file ends early: {_DAMAGED}'
+    if 'zip archive' in message:
+        return f'it is not a complete PyTorch zip archive: {_DAMAGED}'
+    first_line = message.strip().splitlines()[0] if message.strip() else ''
+    return (f'it is not a PyTorch checkpoint ({type(error).__name__}: {first_line[:200]}); '
+            f'{_DAMAGED}')
+
+
+def _load_file(path: str):
+    """``torch.load`` with safe loading; every failure becomes :class:`CheckpointReadError`."""
+    if '://' in path:
+        raise CheckpointReadError(path, 'only local files are read; download it first and '
+                                  'pass the local path')
+    if not osp.exists(path):
+        raise CheckpointReadError(path, 'no such file')
+    if osp.isdir(path):
+        raise CheckpointReadError(path, 'it is a directory; name a .pth file in it')
+    if osp.getsize(path) == 0:
+        raise CheckpointReadError(path, f'the file is empty (0 bytes): {_DAMAGED}')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # noqa: B902  (damaged files raise any type; all are reported)
+        raise CheckpointReadError(path, _failure_reason(error)) from error
+
+
 def read_checkpoint(path: str, use_ema: bool = True) -> Tuple[StateDict, str]:
     """Reads an official (timm / DeiT layout) or mmengine FAN checkpoint.
 
     Args:
-        path: Checkpoint file.
-        use_ema: Prefer the EMA weights when the file holds both.
+        path: Local checkpoint file.
+        use_ema: Prefer the EMA weights when the file holds both (the EMA rule of this
+            module).
+
+    Raises:
+        CheckpointReadError: the file cannot be read or holds no state dict.
 
     Returns:
         (state dict without ``module.`` prefixes, a sentence saying which weights were used)
     """
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = _load_file(path)
     if _is_state_dict(checkpoint):
         return strip_module_prefix(checkpoint), f'{path}: plain state dict'
     if not isinstance(checkpoint, dict):
-        raise CheckpointMismatchError(f'{path} holds a {type(checkpoint).__name__}, not a '
-                                      'checkpoint dict or state dict.')
+        raise CheckpointReadError(path, f'it holds a {type(checkpoint).__name__}, not a '
+                                  'checkpoint dict or state dict')
     if 'ema_state_dict' in checkpoint and 'state_dict' in checkpoint:
         # mmengine's EMAHook swaps before saving: 'state_dict' holds the averaged weights and
         # 'ema_state_dict' the raw ones, under 'module.' (plus the 'steps' counter).
@@ -84,9 +165,9 @@ def read_checkpoint(path: str, use_ema: bool = True) -> Tuple[StateDict, str]:
                         if ema_key in checkpoint else ', no EMA weights in the file')
             return (strip_module_prefix(checkpoint[raw_key]),
                     f"{path}: weights from '{raw_key}'{ema_note}")
-    raise CheckpointMismatchError(
-        f'{path} has no state dict under state_dict, state_dict_ema, model or model_ema '
-        f'(top-level keys: {sorted(checkpoint)[:20]}).')
+    raise CheckpointReadError(
+        path, 'it is not a checkpoint: no state dict under state_dict, state_dict_ema, model '
+        f'or model_ema (top-level keys: {sorted(map(str, checkpoint))[:20]})')
 
 
 # ---------------------------------------------------------------------- key mapping
@@ -227,24 +308,58 @@ def _preset_features(settings: dict) -> dict:
 
 def guess_presets(state_dict: StateDict) -> List[str]:
     """Official preset names whose architecture matches backbone keys (official names)."""
-    from .fan import FAN  # imported here: fan.py imports this module
     found = infer_arch(state_dict)
-    return [name for name in FAN.official_names
-            if _preset_features(FAN.resolve_arch(name)) == found]
+    return [name for name in OFFICIAL_NAMES if _preset_features(resolve_arch(name)) == found]
 
 
 def describe_arch(state_dict: StateDict) -> str:
-    """A phrase naming the preset(s) a backbone state dict matches, or its features."""
+    """'FAN preset <names>' for the preset(s) a backbone state dict matches, else
+    'a custom FAN (<features>)'."""
     names = guess_presets(state_dict)
-    if names:
-        return f"FAN preset {' / '.join(names)}"
-    return f'no FAN preset; its features are {infer_arch(state_dict)}'
+    return (f"FAN preset {' / '.join(names)}" if names else
+            f'a custom FAN ({infer_arch(state_dict)})')
+
+
+def _backbone_part(state_dict: StateDict) -> StateDict:
+    """The ``backbone.*`` keys without the prefix, or the whole dict if it has none."""
+    if not any(key.startswith(BACKBONE_PREFIX) for key in state_dict):
+        return state_dict
+    return {key[len(BACKBONE_PREFIX):]: value for key, value in state_dict.items()
+            if key.startswith(BACKBONE_PREFIX)}
+
+
+def _arch_hint(model_state: StateDict, file_state: StateDict) -> str:
+    """What to do about a misfit, judged from the FAN backbones of the model and the file."""
+    model_backbone, file_backbone = _backbone_part(model_state), _backbone_part(file_state)
+    if not (is_official_layout(model_backbone) and is_official_layout(file_backbone)):
+        return ''  # not FAN backbones: the key lists say it all
+    model_arch = describe_arch(model_backbone)
+    if infer_arch(model_backbone) == infer_arch(file_backbone):
+        return (f' Its backbone has the architecture of the model ({model_arch}), so the keys '
+                'above differ elsewhere, e.g. a head with another num_classes or in_channels: '
+                'make the model config match the file, or, fine-tuning on purpose, name the '
+                'keys to re-initialise (tools/train.py: --cfg-options load_from_reinit=head.).')
+    if not guess_presets(file_backbone) and guess_presets(model_backbone):
+        return (f' The file matches no FAN preset, it looks like {describe_arch(file_backbone)}, '
+                f'while the model is {model_arch}: the file is incomplete or of a custom arch; '
+                'load a complete checkpoint of the model, or build the model with the arch of '
+                'the file.')
+    return (f' The file looks like {describe_arch(file_backbone)}; the model is {model_arch}: '
+            "build the model with the file's arch, or load a checkpoint of the model's arch.")
 
 
 # ---------------------------------------------------------------------- fitting and loading
 @dataclass
 class LoadReport:
-    """What a checkpoint load used: the source sentence, unused and newly initialised keys."""
+    """What :func:`load_checkpoint` loaded.
+
+    Attributes:
+        source: The file and the weights of it that were used (EMA or raw, layout).
+        loaded: Model keys set from the file.
+        unused: File keys the model did not take (outside ``prefix``, or task-specific).
+        new: Model keys the file did not set (task-specific keys, or ``reinit``): they keep
+            their initial values.
+    """
     source: str
     loaded: List[str] = field(default_factory=list)
     unused: List[str] = field(default_factory=list)
@@ -252,7 +367,8 @@ class LoadReport:
 
     def __str__(self) -> str:
         return (f'{self.source}; loaded {len(self.loaded)} tensors; unused keys: '
-                f'{self.unused or "none"}; newly initialised keys: {self.new or "none"}')
+                f'{_format_keys(self.unused) or "none"}; kept initialised (not loaded): '
+                f'{_format_keys(self.new) or "none"}')
 
 
 def _format_keys(keys: Sequence[str], limit: int = 12) -> str:
@@ -262,92 +378,151 @@ def _format_keys(keys: Sequence[str], limit: int = 12) -> str:
 
 def check_fit(model: nn.Module,
               state_dict: StateDict,
+              path: str = 'The checkpoint',
               may_be_unused: Sequence[str] = (),
               may_be_new: Sequence[str] = (),
-              model_description: str = '') -> Tuple[List[str], List[str]]:
+              may_be_reshaped: Sequence[str] = ()) -> Tuple[List[str], List[str], List[str]]:
     """Checks that ``state_dict`` fits ``model`` exactly, up to the allowed key prefixes.
 
+    Args:
+        model: The model the weights are for.
+        state_dict: The weights, with the model's key names.
+        path: The file, for messages.
+        may_be_unused: Prefixes of file keys the model may lack.
+        may_be_new: Prefixes of model keys the file may lack.
+        may_be_reshaped: Prefixes of keys whose shapes may differ (they are not loaded).
+
     Raises:
-        CheckpointMismatchError: naming missing, unexpected and mis-shaped keys and the
-            presets the checkpoint matches.
+        CheckpointMismatchError: naming the file, the missing, unexpected and mis-shaped keys
+            (with shapes), the preset the file looks like, and what to do.
 
     Returns:
-        (unused checkpoint keys, model keys the checkpoint lacks), both within the allowances.
+        (unused file keys, model keys the file lacks, keys of other shapes), each within the
+        allowances.
     """
     expected = model.state_dict()
-    mismatched = [f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}'
-                  for key, value in state_dict.items()
-                  if key in expected and value.shape != expected[key].shape]
+    reshaped = [key for key, value in state_dict.items()
+                if key in expected and value.shape != expected[key].shape]
     unused = sorted(key for key in state_dict if key not in expected)
     new = sorted(key for key in expected if key not in state_dict)
-    bad_unused = [key for key in unused if not key.startswith(tuple(may_be_unused))]
+    problems = []
+    bad_reshaped = [key for key in reshaped if not key.startswith(tuple(may_be_reshaped))]
+    if bad_reshaped:
+        problems.append('shape mismatches: ' + _format_keys([
+            f'{key}: checkpoint {tuple(state_dict[key].shape)} vs model '
+            f'{tuple(expected[key].shape)}' for key in bad_reshaped]))
     bad_new = [key for key in new if not key.startswith(tuple(may_be_new))]
-    if mismatched or bad_unused or bad_new:
-        problems = []
-        if mismatched:
-            problems.append(f'shape mismatches: {_format_keys(mismatched)}')
-        if bad_new:
-            problems.append(f'missing from the checkpoint: {_format_keys(bad_new)}')
-        if bad_unused:
-            problems.append(f'not in the model: {_format_keys(bad_unused)}')
+    if bad_new:
+        problems.append(f'missing from the checkpoint: {_format_keys(bad_new)}')
+    bad_unused = [key for key in unused if not key.startswith(tuple(may_be_unused))]
+    if bad_unused:
+        problems.append(f'not in the model: {_format_keys(bad_unused)}')
+    if problems:
         raise CheckpointMismatchError(
-            f'Checkpoint does not fit {model_description or type(model).__name__}: '
-            f'{"; ".join(problems)}. The checkpoint looks like {describe_arch(state_dict)}; '
-            f'build the backbone with that arch.')
-    return unused, new
+            f'{path} does not fit {type(model).__name__}: {"; ".join(problems)}.'
+            f'{_arch_hint(expected, state_dict)}')
+    return unused, new, reshaped
 
 
-def load_backbone_checkpoint(backbone: nn.Module,
-                             path: str,
-                             prefix: Optional[str] = None,
-                             use_ema: bool = True) -> LoadReport:
-    """Loads an official or stl_mm checkpoint into a FAN backbone, exactly or not at all.
+def _as_prefixes(reinit: Union[str, Sequence[str]], model_keys: Iterable[str]) -> Tuple[str, ...]:
+    """``reinit`` as a tuple of key prefixes, each naming some key of the model."""
+    prefixes = (reinit, ) if isinstance(reinit, str) else tuple(reinit)
+    keys = list(model_keys)
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f'reinit / load_from_reinit takes model key prefixes such as '
+                             f"'head.'; got {prefix!r}.")
+        if not any(key.startswith(prefix) for key in keys):
+            tops = sorted({key.split('.')[0] + '.' for key in keys})
+            raise ValueError(f'reinit / load_from_reinit prefix {prefix!r} names no key of the '
+                             f'model (its keys start with {tops}).')
+    return prefixes
+
+
+def load_checkpoint(model: nn.Module,
+                    path: str,
+                    use_ema: bool = True,
+                    *,
+                    prefix: Optional[str] = '',
+                    reinit: Union[str, Sequence[str]] = ()) -> LoadReport:
+    """Loads an official or stl_mm checkpoint into ``model``, exactly or not at all.
+
+    The one loading API of the package (see the module docstring for the EMA rule and the
+    strictness). Logs and returns what was loaded.
 
     Args:
-        backbone: A :class:`~.fan.FAN`.
-        path: Checkpoint file.
-        prefix: Key prefix of the backbone in stl_mm (mmengine) checkpoints, e.g.
-            ``'backbone.'``; None guesses (``backbone.`` when present, else none). Official
-            checkpoints always map their backbone to ``backbone.``.
-        use_ema: Prefer EMA weights when present.
+        model: A whole model (e.g. a ``TokenLabelingClassifier``: ``backbone.*``, ``head.*``)
+            or a :class:`~.fan.FAN` backbone.
+        path: Local checkpoint file, ours (mmengine) or official (timm / DeiT layout).
+        use_ema: The EMA rule: EMA weights when the file holds both; False takes the raw ones.
+        prefix: Part of an stl_mm checkpoint to load, e.g. ``'backbone.'`` for a backbone from
+            a classifier checkpoint; ``''`` the whole file; None guesses (``backbone.`` when
+            the file has such keys and the model has none of its own). Official checkpoints
+            always guess (their backbone becomes ``backbone.*``).
+        reinit: Model-key prefixes allowed to differ from the file (missing, unused or of
+            another shape), e.g. ``'head.'`` to fine-tune with a new head. They keep their
+            initial values and the report and the log list them.
+
+    Raises:
+        CheckpointReadError: The file cannot be read.
+        CheckpointMismatchError: The file does not fit the model.
+
+    Returns:
+        The :class:`LoadReport`.
     """
+    expected = model.state_dict()
+    reinit = _as_prefixes(reinit, expected)
     state_dict, source = read_checkpoint(path, use_ema)
     if is_official_layout(state_dict):
-        state_dict, prefix = official_to_stl_mm(state_dict), BACKBONE_PREFIX
+        state_dict, prefix = official_to_stl_mm(state_dict), None
         source += ', official layout'
-    elif prefix is None:
-        prefix = BACKBONE_PREFIX if any(k.startswith(BACKBONE_PREFIX) for k in state_dict) else ''
-    outside = sorted(key for key in state_dict if not key.startswith(prefix))
+    else:
+        normalize_backbone_keys(state_dict, BACKBONE_PREFIX)
+    if prefix is None:
+        has_backbone = [any(key.startswith(BACKBONE_PREFIX) for key in keys)
+                        for keys in (state_dict, expected)]
+        prefix = BACKBONE_PREFIX if has_backbone == [True, False] else ''
     weights = {key[len(prefix):]: value for key, value in state_dict.items()
                if key.startswith(prefix)}
     if not weights:
         top = sorted({key.split('.')[0] + '.' for key in state_dict})
         raise CheckpointMismatchError(f'{path} has no keys under prefix {prefix!r}; its '
                                       f'top-level prefixes are {top}.')
-    normalize_backbone_keys(weights)
-    may_be_unused, may_be_new = backbone.checkpoint_key_policy()
-    unused, new = check_fit(backbone, weights, may_be_unused, may_be_new,
-                            f'{type(backbone).__name__}({describe_model(backbone)})')
-    backbone.load_state_dict(weights, strict=False)
-    report = LoadReport(source, sorted(set(weights) - set(unused)), outside + unused, new)
-    print_log(f'FAN checkpoint: {report}', logger='current')
+    policy = getattr(model, 'checkpoint_key_policy', None)
+    optional_unused, optional_new = policy() if policy is not None else ((), ())
+    unused, new, reshaped = check_fit(model, weights, path, (*optional_unused, *reinit),
+                                      (*optional_new, *reinit), reinit)
+    for key in reshaped:
+        del weights[key]
+    model.load_state_dict(weights, strict=False)
+    outside = sorted(key for key in state_dict if not key.startswith(prefix))
+    report = LoadReport(source, sorted(set(weights) - set(unused)), outside + unused,
+                        sorted(new + reshaped))
+    print_log(f'load_checkpoint into {type(model).__name__}: {report}', logger='current')
     return report
 
 
-def describe_model(backbone: nn.Module) -> str:
-    """Short description of a FAN backbone's architecture for messages."""
-    names = guess_presets(backbone.state_dict())
-    return f"arch {' / '.join(names)}" if names else 'custom arch'
+def convert_checkpoint(src: str, dst: str, reverse: bool = False, use_ema: bool = True) -> str:
+    """Writes ``src`` in the other layout to ``dst``; returns a one-line summary.
 
-
-def load_checkpoint(model: nn.Module, path: str, use_ema: bool = True) -> LoadReport:
-    """Loads an official or stl_mm checkpoint into a whole classifier (``backbone.``/``head.``).
-
-    The one entry point for evaluating or teaching with a checkpoint; strict.
+    Args:
+        src: Official checkpoint (or, with ``reverse``, an stl_mm classifier checkpoint).
+        dst: Output file: ``{'meta', 'state_dict'}`` in the stl_mm layout, or
+            ``{'state_dict', 'arch'}`` in the official layout with ``reverse``.
+        reverse: Convert stl_mm -> official.
+        use_ema: The EMA rule of :func:`read_checkpoint`.
     """
-    state_dict, source = read_checkpoint(path, use_ema)
-    if is_official_layout(state_dict):
-        state_dict = official_to_stl_mm(state_dict)
-        source += ', official layout'
-    model.load_state_dict(state_dict, strict=True)
-    return LoadReport(source, sorted(state_dict))
+    state_dict, source = read_checkpoint(src, use_ema=use_ema)
+    if reverse:
+        if is_official_layout(state_dict):
+            raise CheckpointError(f'{src} is already in the official layout; drop --reverse.')
+        official = stl_mm_to_official(state_dict)
+        torch.save({'state_dict': official, 'arch': describe_arch(official)}, dst)
+        return f'{source} -> {dst} (official layout, {len(official)} tensors)'
+    if not is_official_layout(state_dict):
+        raise CheckpointError(f'{src} is not an official FAN checkpoint (no top-level cls_token '
+                              '/ blocks.* keys); for an stl_mm checkpoint use --reverse.')
+    converted = official_to_stl_mm(state_dict)
+    meta = dict(source=osp.basename(src), converted_from=source, arch=describe_arch(state_dict))
+    torch.save({'meta': meta, 'state_dict': converted}, dst)
+    return f'{source} -> {dst} (stl_mm layout, {len(converted)} tensors; {meta["arch"]})'

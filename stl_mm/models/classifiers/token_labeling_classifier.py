@@ -3,31 +3,14 @@ from typing import Any, List, Optional, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from stl_mm.models.backbones.fan_checkpoint import is_official_layout, official_to_stl_mm
 from stl_mm.registry import register
+from .frozen_teacher import TEACHER_CONFIG_KEY, FrozenTeacher
 
 MODES = ('plain', 'labeler', 'student')
-
-
-class _TeacherHolder:
-    """Keeps the frozen teacher out of the student's module tree.
-
-    Held in a plain attribute, the teacher is not a child module: it is not in
-    ``parameters()`` / ``state_dict()`` (so not in the optimizer or the saved checkpoint),
-    not moved by ``.to()``, and not seen by DDP. ``deepcopy`` of the student (mmengine's
-    EMA copies the model) shares the teacher instead of copying it.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __deepcopy__(self, memo: dict) -> '_TeacherHolder':
-        return self
 
 
 @register(codebases=('mmpretrain', ))
@@ -46,18 +29,21 @@ class TokenLabelingClassifier(ImageClassifier):
     - ``'student'`` (STL stage 2): ``loss_cls = CE(cls_logits, y)`` and ``loss_token`` =
       ``token_loss(student token logits, teacher token logits, batch_mix)`` where the teacher
       sees ``teacher_inputs`` (the clean teacher view). The teacher is attached with
-      :meth:`set_teacher`, normally by :class:`~stl_mm.engine.hooks.FrozenTeacherHook`.
+      :meth:`set_teacher`, normally by :class:`~stl_mm.engine.hooks.FrozenTeacherHook`
+      (``default_hooks.teacher`` in the student configs).
 
     Teacher protocol: any ``nn.Module`` where ``teacher(images)`` returns token logits
     (N, K, h, w), or a tuple whose last item is such a tensor. A
     ``TokenLabelingClassifier`` qualifies: its ``forward(images)`` (``mode='tensor'``) returns
-    ``(cls_logits, token_logits)``. The teacher runs under ``torch.inference_mode``, in eval
-    mode, under the surrounding autocast (AMP dtype when AMP is on); the loss casts its logits
-    to float32.
+    ``(cls_logits, token_logits)``. :class:`~.frozen_teacher.FrozenTeacher` holds it (frozen,
+    in eval mode, outside this model's parameters, state dict, EMA copy and DDP) and runs it
+    under ``torch.inference_mode`` and the surrounding autocast (AMP dtype when AMP is on); the
+    loss casts its logits to float32.
     Its grid may differ from the student's (the loss resamples it); its class count may not.
 
-    Official FAN / STL checkpoints (top-level keys ``cls_token``, ``blocks.*``, ``head.*``,
-    ``aux_head.*``...) are converted on load, so ``load_from='official.pth'`` works.
+    Checkpoints, ours or official FAN / STL ones, are loaded with
+    :func:`~stl_mm.models.backbones.fan_checkpoint.load_checkpoint` (what ``tools/test.py``
+    and ``load_from`` in ``tools/train.py`` use).
 
     Args:
         backbone: Backbone config, normally ``FAN`` with ``dense=False``.
@@ -108,30 +94,21 @@ class TokenLabelingClassifier(ImageClassifier):
         self.labeler_weight = labeler_weight
         self.token_loss = token_loss if isinstance(token_loss, nn.Module) else MODELS.build(
             token_loss)
-        self._teacher_holder: Optional[_TeacherHolder] = None
-        self.register_load_state_dict_pre_hook(_convert_official_checkpoint)
+        self.frozen_teacher: Optional[FrozenTeacher] = None
 
     @property
     def teacher(self) -> Optional[nn.Module]:
-        """The frozen teacher, or None before :meth:`set_teacher`."""
-        return None if self._teacher_holder is None else self._teacher_holder.model
+        """The frozen teacher model, or None before :meth:`set_teacher`."""
+        return None if self.frozen_teacher is None else self.frozen_teacher.module
 
-    def set_teacher(self, teacher: nn.Module) -> None:
-        """Attach a frozen teacher for ``mode='student'``, outside the module tree.
+    def set_teacher(self, teacher: Union[nn.Module, FrozenTeacher]) -> None:
+        """Attach the teacher for ``mode='student'``, outside the module tree.
 
-        The teacher is switched to eval mode and stays there (see :meth:`train`). Freezing
-        and device placement are the caller's job (:class:`FrozenTeacherHook` does both).
+        A plain module is wrapped in a :class:`FrozenTeacher` (frozen, eval mode); device
+        placement is the caller's (:class:`FrozenTeacherHook` moves it to the student's).
         """
-        if not isinstance(teacher, nn.Module):
-            raise TypeError(f'set_teacher expects an nn.Module, got {type(teacher).__name__}.')
-        self._teacher_holder = _TeacherHolder(teacher.eval())
-
-    def train(self, mode: bool = True) -> 'TokenLabelingClassifier':
-        """Set the student's mode; the teacher always stays in eval mode."""
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
+        self.frozen_teacher = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(
+            teacher)
 
     def forward(self,
                 inputs: torch.Tensor,
@@ -179,41 +156,16 @@ class TokenLabelingClassifier(ImageClassifier):
 
     def teacher_token_logits(self, teacher_inputs: Optional[torch.Tensor]) -> torch.Tensor:
         """Token logits (N, K, h, w) of the frozen teacher, without gradients."""
-        if self.teacher is None:
+        if self.frozen_teacher is None:
             raise RuntimeError(
-                "TokenLabelingClassifier(mode='student') has no teacher. Add "
-                "custom_hooks=[dict(type='FrozenTeacherHook', model=<teacher config>, "
-                "checkpoint=<teacher .pth>)] to the config (FrozenTeacherHook builds, loads "
-                'and attaches it), or call set_teacher(model) yourself.')
+                "TokenLabelingClassifier(mode='student') has no teacher. Set "
+                f"{TEACHER_CONFIG_KEY}=dict(type='FrozenTeacherHook', model=<teacher config>, "
+                "checkpoint=<teacher .pth>) in the config, as configs/stl/*_student.py do "
+                '(FrozenTeacherHook builds, loads and attaches it), or call '
+                'set_teacher(model) yourself.')
         if teacher_inputs is None:
             raise ValueError(
                 "TokenLabelingClassifier(mode='student') needs teacher_inputs (the clean "
                 "teacher view): use the DualView transform with data_preprocessor="
                 "dict(type='TokenLabelingDataPreprocessor', ...).")
-        # Inference mode skips autograd bookkeeping entirely (cheaper than no_grad); autocast
-        # stays as the caller set it, so under AMP the teacher runs in the AMP dtype.
-        with torch.inference_mode():
-            output = self.teacher(teacher_inputs)
-        token_logits = output[-1] if isinstance(output, (tuple, list)) else output
-        if not isinstance(token_logits, torch.Tensor) or token_logits.dim() != 4:
-            shape = tuple(token_logits.shape) if isinstance(token_logits, torch.Tensor) else (
-                type(token_logits).__name__)
-            raise TypeError(
-                'The teacher must return token logits (N, K, h, w), or a tuple ending with '
-                f'them; got {shape}. For a TokenLabelingClassifier teacher, set '
-                'with_token_head=True in its head.')
-        return token_logits
-
-
-def _convert_official_checkpoint(module: nn.Module, state_dict: dict, prefix: str,
-                                 *args: Any) -> None:
-    """Load-state-dict pre-hook: convert an official FAN / STL state dict in place."""
-    own_keys = [key for key in state_dict if key.startswith(prefix)]
-    if not own_keys or not is_official_layout({key[len(prefix):]: None for key in own_keys}):
-        return
-    official = {key[len(prefix):]: state_dict.pop(key) for key in own_keys}
-    for key, value in official_to_stl_mm(official).items():
-        state_dict[prefix + key] = value
-    MMLogger.get_current_instance().info(
-        f'{type(module).__name__}: converted an official FAN/STL state dict '
-        f'({len(official)} tensors) to the stl_mm layout.')
+        return self.frozen_teacher.token_logits(teacher_inputs)

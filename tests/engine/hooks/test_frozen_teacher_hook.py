@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 import stl_mm  # noqa: F401
 from stl_mm.engine.hooks import FrozenTeacherHook
 from stl_mm.models.backbones import FAN
+from stl_mm.models.backbones.fan_checkpoint import CheckpointMismatchError, CheckpointReadError
 
 NUM_CLASSES = 4
 TINY_FAN = dict(embed_dims=16, depth=1, num_heads=2, cls_attn_layers=1)
@@ -190,12 +191,28 @@ def test_resume_continues_and_reloads_the_teacher(trained):
 def test_missing_checkpoint_names_the_commands_to_run():
     hook = FrozenTeacherHook(model=TEACHER,
                              checkpoint='work_dirs/fan_t_token_labeler/epoch_350.pth')
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(CheckpointReadError) as error:
         hook.build_teacher()
     message = str(error.value)
     assert 'python tools/train.py configs/stl/fan_t_token_labeler.py' in message
     assert 'python tools/model_converters/fan_to_stl_mm.py SRC DST' in message
     assert 'work_dirs/fan_t_token_labeler/epoch_350.pth' in message
+
+
+def test_wrong_size_teacher_gets_the_fit_message_not_a_key_dump(tmp_path):
+    """A teacher checkpoint of another FAN (here 8-pixel patches, the hook's 16) is refused by
+    the loading API before training, with its one-paragraph message."""
+    path = tmp_path / 'teacher.pth'
+    save_teacher_checkpoint(path)
+    hook = FrozenTeacherHook(model=classifier_cfg('labeler', 16), checkpoint=str(path))
+    runner = types.SimpleNamespace(model=MODELS.build(classifier_cfg('student', 16)),
+                                   logger=MMLogger.get_current_instance())
+    with pytest.raises(CheckpointMismatchError) as error:
+        hook.before_train(runner)
+    message = str(error.value)
+    assert message.startswith(f'{path} does not fit TokenLabelingClassifier')
+    assert 'backbone.patch_embed.proj.' in message and len(message.splitlines()) == 1
+    assert runner.model.teacher is None
 
 
 def test_class_count_mismatch_fails_before_training(tmp_path):

@@ -5,13 +5,12 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.model import ExponentialMovingAverage
-from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import stl_mm  # noqa: F401
 from stl_mm.models.backbones import FAN
-from stl_mm.models.backbones.fan_checkpoint import stl_mm_to_official
+from stl_mm.models.backbones.fan_checkpoint import load_checkpoint, stl_mm_to_official
 from stl_mm.models.classifiers import TokenLabelingClassifier
 
 NUM_CLASSES = 6
@@ -179,8 +178,11 @@ def test_teacher_runs_in_inference_mode_and_the_amp_dtype():
 def test_student_mode_errors():
     student = MODELS.build(fan_classifier_cfg('student'))
     images, samples = torch.randn(2, 3, 32, 32), labelled(torch.tensor([0, 1]))
-    with pytest.raises(RuntimeError, match='FrozenTeacherHook'):
+    with pytest.raises(RuntimeError, match='FrozenTeacherHook') as error:
         student(images, samples, mode='loss', teacher_inputs=images)
+    # The message names where every config sets the teacher.
+    assert 'default_hooks.teacher=' in str(error.value)
+    assert 'custom_hooks' not in str(error.value)
     student.set_teacher(frozen(MODELS.build(fan_classifier_cfg('plain'))))
     with pytest.raises(ValueError, match='teacher_inputs.*DualView'):
         student(images, samples, mode='loss')
@@ -214,6 +216,10 @@ def test_teacher_is_outside_the_module_tree():
 
     student.train()
     assert student.training and not teacher.training
+    assert all(not m.training for m in teacher.modules())
+    # Whoever switches the teacher to training mode, it forwards in eval mode.
+    teacher.train()
+    student.teacher_token_logits(torch.randn(1, 3, 32, 32))
     assert all(not m.training for m in teacher.modules())
 
     # mmengine's EMA deep-copies the model: the copy shares the teacher, never copies it.
@@ -251,18 +257,19 @@ def test_eval_with_token_logits_option():
 
 
 # --------------------------------------------------------------------- official checkpoints
-def test_official_state_dict_loads_through_load_state_dict():
+def test_official_state_dict_loads_through_the_loading_api(tmp_path):
     source = MODELS.build(fan_classifier_cfg('student'))
     official = stl_mm_to_official(source.state_dict())
     assert 'cls_token' in official and 'aux_head.weight' in official
+    torch.save(official, tmp_path / 'official.pth')
     target = MODELS.build(fan_classifier_cfg('student'))
-    target.load_state_dict(official)
+    report = load_checkpoint(target, str(tmp_path / 'official.pth'))
+    assert 'plain state dict, official layout' in report.source
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value), key
 
 
-def test_official_checkpoint_reproduces_official_outputs_via_load_from(official_fixtures,
-                                                                       tmp_path):
+def test_official_checkpoint_reproduces_official_outputs(official_fixtures, tmp_path):
     fixture = torch.load(official_fixtures / 'mini_hybrid_token.pt', weights_only=True)
     path = tmp_path / 'official.pth'
     torch.save(fixture['checkpoint'], path)
@@ -273,7 +280,7 @@ def test_official_checkpoint_reproduces_official_outputs_via_load_from(official_
         head=dict(type='TokenLabelingHead', num_classes=10,
                   in_channels=fixture['official_kwargs']['embed_dim']),
         mode='student')
-    load_checkpoint(model, str(path), strict=True)  # what the runner's load_from calls
+    load_checkpoint(model, str(path))  # what tools/test.py and load_from call
     with torch.no_grad():
         cls_logits, token_logits = model.eval()(fixture['input'])
     expected = fixture['outputs']

@@ -1,0 +1,154 @@
+"""The frozen teacher of STL stage 2: one object builds, loads, freezes, checks and holds it."""
+import copy
+import glob
+import os.path as osp
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from mmpretrain.registry import MODELS
+
+from stl_mm.models.backbones.fan_checkpoint import (CheckpointReadError, LoadReport,
+                                                    load_checkpoint)
+
+#: Where the student configs set the teacher (``--cfg-options`` reaches it by this name).
+TEACHER_CONFIG_KEY = 'default_hooks.teacher'
+_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+#: The folder ``tools/demo.py`` trains its stage-1 token labeler into, under its --work-dir.
+DEMO_STAGE1_DIR = 'stage1_token_labeler'
+
+
+class FrozenTeacher:
+    """The frozen teacher of an STL student and every rule about it.
+
+    * Built from its own model config and loaded through the one loading API,
+      :func:`~stl_mm.models.backbones.fan_checkpoint.load_checkpoint`, strictly (EMA weights
+      first): a checkpoint of another size stops with the project's fit message.
+    * Frozen (no parameter requires gradients) and in eval mode at every forward, which runs
+      under ``torch.inference_mode`` and the surrounding autocast.
+    * Checked: all weights finite (a NaN / inf checkpoint is refused, naming the file), and the
+      same class count as the student (:meth:`check_student`).
+    * Outside the student: the student holds this object in a plain attribute, so the teacher
+      is not a submodule: not in ``parameters()`` / ``state_dict()`` (so not in the optimizer
+      or the saved checkpoints), not moved by ``.to()``, not wrapped by DDP; ``deepcopy`` of
+      the student (mmengine's EMA copies the model) shares the teacher instead of copying it.
+
+    Args:
+        module: The teacher model: ``module(images)`` returns token logits (N, K, h, w), or a
+            tuple ending with them (a ``TokenLabelingClassifier`` with a token head does).
+        checkpoint: The file its weights came from, named in messages.
+        load_report: What :func:`load_checkpoint` loaded, when built by :meth:`from_config`.
+    """
+
+    def __init__(self,
+                 module: nn.Module,
+                 checkpoint: Optional[str] = None,
+                 load_report: Optional[LoadReport] = None) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f'The teacher must be an nn.Module, got {type(module).__name__}.')
+        self.module = module.requires_grad_(False).eval()
+        self.checkpoint = checkpoint
+        self.load_report = load_report
+
+    @classmethod
+    def from_config(cls, model_cfg: dict, checkpoint: str, use_ema: bool = True) -> 'FrozenTeacher':
+        """Build the teacher from ``model_cfg``, load ``checkpoint`` strictly, freeze and check.
+
+        Raises:
+            CheckpointReadError: The checkpoint is missing (with the commands that make it)
+                or unreadable.
+            CheckpointMismatchError: It does not fit the teacher config.
+            ValueError: It holds non-finite weights.
+        """
+        if '://' not in checkpoint and not osp.exists(checkpoint):
+            raise CheckpointReadError(checkpoint,
+                                      f'no such file. {missing_teacher_hint(checkpoint)}')
+        module = MODELS.build(copy.deepcopy(model_cfg))
+        teacher = cls(module, checkpoint, load_checkpoint(module, checkpoint, use_ema))
+        teacher.check_finite()
+        return teacher
+
+    def check_finite(self) -> None:
+        """Refuse non-finite weights: such a teacher gives every token the same label."""
+        bad = [key for key, value in self.module.state_dict().items()
+               if value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise ValueError(
+                f'Teacher checkpoint {self.checkpoint} holds non-finite weights (NaN or inf) in '
+                f'{len(bad)} tensors, e.g. {", ".join(bad[:5])}: the run that wrote it diverged. '
+                f'Point {TEACHER_CONFIG_KEY}.checkpoint at an earlier, finite checkpoint of '
+                'that run, or retrain it with a lower learning rate.')
+
+    def check_student(self, student: nn.Module) -> None:
+        """Fail before training when the teacher and student heads predict other class counts."""
+        student_classes = getattr(getattr(student, 'head', None), 'num_classes', None)
+        teacher_classes = getattr(getattr(self.module, 'head', None), 'num_classes', None)
+        if None not in (student_classes, teacher_classes) and student_classes != teacher_classes:
+            raise ValueError(
+                f'Teacher and student class counts differ: the teacher predicts {teacher_classes} '
+                f'classes, the student {student_classes}. Token labels need the same label '
+                f'space: set {TEACHER_CONFIG_KEY}.model.head.num_classes to the student\'s and '
+                'load a teacher checkpoint trained on the same classes.')
+
+    def to(self, device: torch.device) -> 'FrozenTeacher':
+        """Move the teacher (e.g. to the student's device); returns self."""
+        self.module.to(device)
+        return self
+
+    def token_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Token logits (N, K, h, w) of the teacher on ``images``, without autograd state."""
+        if self.module.training:
+            self.module.eval()
+        # Inference mode skips autograd bookkeeping entirely (cheaper than no_grad); autocast
+        # stays as the caller set it, so under AMP the teacher runs in the AMP dtype.
+        with torch.inference_mode():
+            output = self.module(images)
+        token_logits = output[-1] if isinstance(output, (tuple, list)) else output
+        if not isinstance(token_logits, torch.Tensor) or token_logits.dim() != 4:
+            shape = tuple(token_logits.shape) if isinstance(token_logits, torch.Tensor) else (
+                type(token_logits).__name__)
+            raise TypeError(
+                'The teacher must return token logits (N, K, h, w), or a tuple ending with '
+                f'them; got {shape}. For a TokenLabelingClassifier teacher, set '
+                f'with_token_head=True in its head ({TEACHER_CONFIG_KEY}.model.head).')
+        return token_logits
+
+    def describe(self) -> str:
+        """One line for the log: the model, its size and the weights it holds."""
+        num_params = sum(p.numel() for p in self.module.parameters())
+        source = self.load_report.source if self.load_report is not None else 'set directly'
+        return (f'teacher {type(self.module).__name__} ({num_params / 1e6:.2f}M frozen '
+                f'parameters) loaded from {self.checkpoint} ({source})')
+
+    def __deepcopy__(self, memo: dict) -> 'FrozenTeacher':
+        return self
+
+
+def missing_teacher_hint(checkpoint: str) -> str:
+    """The commands that produce a missing teacher checkpoint, and where to point to one.
+
+    A checkpoint in ``work_dirs/<config name>/`` is made by training that config; one in the
+    demo's ``<work dir>/stage1_token_labeler/`` by ``tools/demo.py``. Config paths are only
+    suggested when they exist in this repository.
+    """
+    work_dir = osp.dirname(osp.normpath(checkpoint))
+    name = osp.basename(work_dir)
+    configs = sorted(glob.glob(osp.join(_REPO_ROOT, 'configs', '**', f'{name}.py'),
+                               recursive=True)) if name else []
+    if configs:
+        make = (f'train it (STL stage 1): `python tools/train.py '
+                f'{osp.relpath(configs[0], _REPO_ROOT)}` writes its checkpoints to '
+                f'work_dirs/{name}/')
+    elif name == DEMO_STAGE1_DIR:
+        demo_config = osp.join('configs', 'stl', 'demo', 'fan_demo_token_labeler.py')
+        make = (f'run the demo: `python tools/demo.py --work-dir {osp.dirname(work_dir) or "."}` '
+                f'trains it (stage 1, {demo_config}) into {work_dir}/')
+    else:
+        labelers = sorted(osp.relpath(path, _REPO_ROOT) for path in glob.glob(
+            osp.join(_REPO_ROOT, 'configs', 'stl', '*token_labeler.py')))
+        make = ('train a token labeler (STL stage 1) with `python tools/train.py CONFIG`, '
+                f'CONFIG one of {", ".join(labelers) or "the configs/stl/*_token_labeler.py"}')
+    return (f'Either {make}; or convert an official STL teacher: '
+            '`python tools/model_converters/fan_to_stl_mm.py SRC DST`. Then point '
+            f'{TEACHER_CONFIG_KEY}.checkpoint at the file, e.g. '
+            f'`--cfg-options {TEACHER_CONFIG_KEY}.checkpoint=PATH`.')
