@@ -12,7 +12,7 @@ custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 model = dict(
     mode='plain',
     backbone=dict(arch='small-hybrid', drop_path_rate=0.25),
-    head=dict(in_channels=384, with_token_head=False))
+    head=dict(with_token_head=False))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)

@@ -15,8 +15,7 @@ custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 model = dict(
     mode='labeler',
     labeler_weight=1.0,
-    backbone=dict(arch='base-hybrid', drop_path_rate=0.35),
-    head=dict(in_channels=448))
+    backbone=dict(arch='base-hybrid', drop_path_rate=0.35))
 
 # 32 GPUs x 64 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=64)

@@ -10,8 +10,7 @@ _base_ = [
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(arch='large-hybrid', drop_path_rate=0.45),
-    head=dict(in_channels=480))
+    backbone=dict(arch='large-hybrid', drop_path_rate=0.45))
 
 # 32 GPUs x 64 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=64)
@@ -19,5 +18,5 @@ train_dataloader = dict(batch_size=64)
 # The frozen teacher: the FAN-B-Hybrid token labeler of stage 1.
 default_hooks = dict(
     teacher=dict(
-        model=dict(backbone=dict(arch='base-hybrid'), head=dict(in_channels=448)),
+        model=dict(backbone=dict(arch='base-hybrid')),
         checkpoint='work_dirs/fan_b_token_labeler/epoch_350.pth'))

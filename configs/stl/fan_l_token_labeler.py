@@ -15,8 +15,7 @@ custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 model = dict(
     mode='labeler',
     labeler_weight=1.0,
-    backbone=dict(arch='large-hybrid', drop_path_rate=0.45),
-    head=dict(in_channels=480))
+    backbone=dict(arch='large-hybrid', drop_path_rate=0.45))
 
 # 32 GPUs x 64 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=64)

@@ -11,8 +11,7 @@ _base_ = [
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(arch='small-hybrid', drop_path_rate=0.25),
-    head=dict(in_channels=384))
+    backbone=dict(arch='small-hybrid', drop_path_rate=0.25))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)
@@ -20,5 +19,5 @@ train_dataloader = dict(batch_size=128)
 # The frozen teacher: the FAN-S-Hybrid token labeler of stage 1.
 default_hooks = dict(
     teacher=dict(
-        model=dict(backbone=dict(arch='small-hybrid'), head=dict(in_channels=384)),
+        model=dict(backbone=dict(arch='small-hybrid')),
         checkpoint='work_dirs/fan_s_token_labeler/epoch_350.pth'))

@@ -11,8 +11,7 @@ _base_ = [
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(arch='tiny-hybrid', drop_path_rate=0.05),
-    head=dict(in_channels=192))
+    backbone=dict(arch='tiny-hybrid', drop_path_rate=0.05))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)
@@ -20,5 +19,5 @@ train_dataloader = dict(batch_size=128)
 # The frozen teacher: the FAN-T-Hybrid token labeler of stage 1.
 default_hooks = dict(
     teacher=dict(
-        model=dict(backbone=dict(arch='tiny-hybrid'), head=dict(in_channels=192)),
+        model=dict(backbone=dict(arch='tiny-hybrid')),
         checkpoint='work_dirs/fan_t_token_labeler/epoch_350.pth'))

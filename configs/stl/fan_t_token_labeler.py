@@ -15,8 +15,7 @@ custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 model = dict(
     mode='labeler',
     labeler_weight=1.0,
-    backbone=dict(arch='tiny-hybrid', drop_path_rate=0.05),
-    head=dict(in_channels=192))
+    backbone=dict(arch='tiny-hybrid', drop_path_rate=0.05))
 
 # 16 GPUs x 128 = 2048 images per step at lr 4e-3; other totals scale the lr linearly.
 train_dataloader = dict(batch_size=128)

@@ -51,7 +51,6 @@ from mmengine.logging import MMLogger
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from stl_mm.models.backbones import FAN
 
 WORKLOADS = ('inference', 'plain', 'labeler', 'student')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -168,12 +167,11 @@ def teacher_label(teacher: Optional[str]) -> str:
 
 def classifier_cfg(arch, mode: str, num_classes: int, drop_path_rate: float) -> dict:
     """A TokenLabelingClassifier config around ``FAN(arch)``, as the configs/ files build."""
-    embed_dims = FAN.resolve_arch(arch)['embed_dims'][-1]
     return dict(
         type='TokenLabelingClassifier',
         mode=mode,
         backbone=dict(type='FAN', arch=arch, drop_path_rate=drop_path_rate),
-        head=dict(type='TokenLabelingHead', num_classes=num_classes, in_channels=embed_dims,
+        head=dict(type='TokenLabelingHead', num_classes=num_classes,
                   with_token_head=mode != 'plain'))
 
 

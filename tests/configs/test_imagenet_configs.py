@@ -67,7 +67,7 @@ def test_recipe(config, embed_widths):
     model = cfg.model
     assert model.type == 'TokenLabelingClassifier' and model.mode == mode
     assert model.backbone == dict(type='FAN', arch=arch, drop_path_rate=drop_path)
-    assert model.head.in_channels == embed_widths[official]
+    assert 'in_channels' not in model.head  # the classifier takes it from the backbone
     assert model.head.num_classes == 1000
     assert model.head.with_token_head == (mode != 'plain')
     assert model.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
@@ -142,7 +142,7 @@ def test_recipe(config, embed_widths):
     assert hook.checkpoint == f'work_dirs/{Path(stage1).stem}/epoch_{last_epoch}.pth'
     assert hook.model.mode == 'labeler'
     assert hook.model.backbone.arch == stage1_cfg.model.backbone.arch
-    assert hook.model.head.in_channels == stage1_cfg.model.head.in_channels
+    assert 'in_channels' not in hook.model.head
 
 
 def test_every_imagenet_config_is_covered():
@@ -180,14 +180,26 @@ def test_teacher_checkpoint_override_reaches_the_hook(tmp_path):
 
 
 @pytest.mark.parametrize('config', sorted(CONFIGS))
-def test_model_builds(config):
+def test_model_builds(config, embed_widths):
+    size, teacher_size, mode = CONFIGS[config]
     cfg = load(config)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
-    assert model.stl_mode == CONFIGS[config][2]
+    assert model.stl_mode == mode
     assert type(model.data_preprocessor).__name__ == 'TokenLabelingDataPreprocessor'
+    # The head width comes from the backbone: that of the official model of this size.
+    assert model.head.in_channels == embed_widths[SIZES[size][1]]
     if 'teacher' in cfg.default_hooks:
         teacher = MODELS.build(cfg.default_hooks.teacher.model)
         assert teacher.head.num_classes == model.head.num_classes
+        assert teacher.head.in_channels == embed_widths[SIZES[teacher_size][1]]
+
+
+def test_head_width_set_by_hand_must_match_the_backbone():
+    cfg = load('configs/stl/fan_b_token_labeler.py')
+    cfg.model.head.in_channels = 480  # FAN-L's width on a FAN-B backbone
+    with pytest.raises(ValueError, match='in_channels=480, but the backbone FAN gives '
+                       '448-channel features'):
+        MODELS.build(cfg.model)
 
 
 def test_student_config_trains_one_step_on_synthetic_images():

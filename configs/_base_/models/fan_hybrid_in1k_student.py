@@ -1,9 +1,8 @@
 # The STL stage-2 student of configs/stl/fan_*_student.py (paper Eq. 5): the FAN-Hybrid
 # classifier of fan_hybrid_in1k.py trained with the class loss + beta * mean over tokens of
 # CE(token logits, token labels of the frozen stage-1 teacher), beta = 1, and the runtime with
-# that teacher. Each student config sets its size (the student's arch, drop_path_rate and head
-# in_channels; the teacher's arch, head in_channels and checkpoint); the values here are
-# FAN-T-Hybrid's.
+# that teacher. Each student config sets its size (the student's arch and drop_path_rate; the
+# teacher's arch and checkpoint); the values here are FAN-T-Hybrid's.
 _base_ = ['./fan_hybrid_in1k.py', '../default_runtime.py']
 
 model = dict(
@@ -35,7 +34,6 @@ default_hooks = dict(
             head=dict(
                 type='TokenLabelingHead',
                 num_classes=1000,
-                in_channels=192,
                 with_token_head=True)),
         checkpoint='work_dirs/fan_t_token_labeler/epoch_350.pth',
         use_ema=True))

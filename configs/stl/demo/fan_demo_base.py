@@ -17,7 +17,6 @@ model = dict(
     head=dict(
         type='TokenLabelingHead',
         num_classes=num_classes,
-        in_channels=demo_fan_arch['embed_dims'],
         with_token_head=True,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     # Mixup 0.8 / CutMix 1.0 as on ImageNet, but only on half of the batches: a few epochs
@@ -28,7 +27,7 @@ model = dict(
 )
 
 # Fashion-MNIST (28x28 grey, 60k train / 10k test) read by mmpretrain's FashionMNIST from the
-# extracted IDX files; tools/prepare_fashion_mnist.py puts them in data/fashion_mnist.
+# extracted IDX files; tools/dataset_converters/prepare_fashion_mnist.py puts them in data/fashion_mnist.
 dataset_type = 'FashionMNIST'
 data_root = 'data/fashion_mnist'
 # The first images of the training set (its order is already shuffled): all classes balanced.

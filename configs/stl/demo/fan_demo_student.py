@@ -61,7 +61,6 @@ default_hooks = dict(
             head=dict(
                 type='TokenLabelingHead',
                 num_classes=_base_.num_classes,
-                in_channels=_base_.demo_fan_arch['embed_dims'],
                 with_token_head=True)),
         checkpoint='work_dirs/fan_demo_token_labeler/epoch_10.pth',
         use_ema=True))

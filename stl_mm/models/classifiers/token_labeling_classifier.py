@@ -7,6 +7,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from stl_mm.models.heads import TokenLabelingHead
 from stl_mm.registry import register
 from .frozen_teacher import TEACHER_CONFIG_KEY, FrozenTeacher
 
@@ -72,6 +73,9 @@ class TokenLabelingClassifier(ImageClassifier):
         if mode not in MODES:
             raise ValueError(f'TokenLabelingClassifier: mode must be one of {MODES}, '
                              f'got {mode!r}.')
+        # The head's in_channels is the backbone's width (filled in, or checked when given).
+        backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(backbone)
+        head = TokenLabelingHead.fit_to_backbone(head, backbone)
         super().__init__(
             backbone=backbone,
             head=head,
