@@ -35,7 +35,11 @@ def test_deterministic_targets_match_official(official, mode):
     loss = GumbelTokenLabelLoss(mode=mode, label_smoothing=official['label_smoothing'])
     teacher = to_grid(official['teacher_aux_logits'])
     targets = loss.make_targets(teacher, teacher.shape[-2:])
-    torch.testing.assert_close(targets, to_grid(official['token_targets'][mode]), rtol=0, atol=0)
+    # Argmax targets are exact; softmax probabilities may differ by float32 rounding between
+    # CPUs (vectorised exp kernels differ: 1.2e-7 on AMD EPYC vs the fixture's machine).
+    atol = 0 if mode == 'argmax' else 1e-6
+    torch.testing.assert_close(targets, to_grid(official['token_targets'][mode]), rtol=0,
+                               atol=atol)
 
 
 def test_gumbel_targets_match_official_seed(official):
