@@ -82,7 +82,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     parse_launcher_env(args.local_rank)
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
-    cfg.test_evaluator = dict(type='RobustnessAccuracy')
     specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly)
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),

@@ -208,7 +208,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
     """Evaluate the chosen suites into the results file ``out`` (and ``out`` as ``.md``).
 
     Args:
-        cfg: The resolved model config.
+        cfg: The resolved model config (its evaluator is replaced by ``RobustnessAccuracy``).
         config: Its file, recorded for the reader.
         checkpoint: The checkpoint (ours or official FAN/STL).
         out: The results JSON.
@@ -224,6 +224,8 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
     Returns:
         The results file's content.
     """
+    cfg = copy.deepcopy(cfg)
+    cfg.test_evaluator = dict(type='RobustnessAccuracy')
     data = {suite: data_source(spec['dataset'].get('data_root'),
                                'on_the_fly' if suite == 'in-c' and on_the_fly else 'files')
             for suite, spec in specs.items()}
