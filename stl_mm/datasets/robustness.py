@@ -191,7 +191,8 @@ class ImageNetC(BaseDataset):
             raise FileNotFoundError(
                 f'ImageNet-C: no folder for {corruption!r} under {self.data_root} (expected '
                 f'{osp.join(self.data_root, corruption)}/<severity>/<wnid>/). Download it, or '
-                'leave it out with corruptions=[...] (tools/analysis_tools/test_robustness.py --corruptions).')
+                'leave it out with corruptions=[...] (tools/analysis_tools/test_robustness.py '
+                '--corruptions).')
         return found[0]
 
     def load_data_list(self) -> List[dict]:

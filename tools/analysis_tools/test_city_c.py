@@ -23,50 +23,38 @@ import os.path as osp
 from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers every module before the config is read)
-from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, SEVERITIES
-from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments, close_distributed,
-                                        parse_launcher_env, prepare_config)
+from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS
+from stl_mm.engine.runner_setup import close_distributed
+from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
+                                                    at_least, evaluation_parser, prepare_evaluation,
+                                                    selected_cells)
 from stl_mm.evaluation.robustness.cityscapes_c import evaluate_city_c
 
 RESULTS_NAME = 'city_c'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='segmentation config file')
-    parser.add_argument('checkpoint', help='mmengine checkpoint of the whole segmentor')
+    parser = evaluation_parser(__doc__, 'segmentation config file',
+                               'mmengine checkpoint of the whole segmentor')
     parser.add_argument('--city-c', default='data/cityscapes-c',
                         help='root written by tools/dataset_converters/gen_city_c.py')
-    parser.add_argument('--corruptions', nargs='+', default=list(ALL_CORRUPTIONS),
-                        choices=ALL_CORRUPTIONS, metavar='NAME',
-                        help='corruptions to evaluate (default: all 19 that gen_city_c.py makes)')
-    parser.add_argument('--severities', nargs='+', type=int, default=list(SEVERITIES),
-                        choices=SEVERITIES, metavar='S',
-                        help='severities to evaluate (default 1-5; the official FAN script '
-                        'averaged severities 1-3)')
+    add_cell_arguments(parser, ALL_CORRUPTIONS,
+                       'corruptions to evaluate (default: all 19 that gen_city_c.py makes)',
+                       'severities to evaluate (default 1-5; the official FAN script averaged '
+                       'severities 1-3)')
     parser.add_argument('--out-dir', help='where the tables go (default: WORK_DIR/city_c)')
     parser.add_argument('--work-dir',
                         help='default parent of --out-dir (default: work_dirs/<config name>)')
-    parser.add_argument('--check-files', type=int, default=16,
+    parser.add_argument('--check-files', type=at_least(0), default=16,
                         help='files per cell compared byte for byte with their clean source '
                         'before evaluating (0: all of them)')
-    parser.add_argument('--no-ema', action='store_true',
-                        help='use the raw weights, not the EMA ones, of a checkpoint with both')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
-    add_launcher_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.check_files < 0:
-        parser.error(f'--check-files must be 0 (all) or positive, got {args.check_files}')
-    args.corruptions = list(dict.fromkeys(args.corruptions))
-    args.severities = sorted(set(args.severities))
-    return args
+    add_evaluation_arguments(parser)
+    return selected_cells(parser.parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    parse_launcher_env(args.local_rank)
-    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
+    cfg = prepare_evaluation(args)
     out_dir = args.out_dir or osp.join(cfg.work_dir, RESULTS_NAME)
     cfg.work_dir = osp.join(out_dir, 'logs')
     return evaluate_city_c(cfg, args.config, args.checkpoint, args.city_c,

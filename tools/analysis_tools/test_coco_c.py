@@ -29,44 +29,33 @@ import os.path as osp
 from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers the backbone and patches imagecorruptions)
-from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
-from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments, close_distributed,
-                                        parse_launcher_env, prepare_config)
+from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
+from stl_mm.engine.runner_setup import close_distributed
+from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
+                                                    evaluation_parser, prepare_evaluation,
+                                                    selected_cells)
 from stl_mm.evaluation.robustness.coco_c import evaluate_coco_c
 
 RESULTS_FILE = 'coco_c.json'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='detector config file')
-    parser.add_argument('checkpoint', help='detector checkpoint (mmengine format)')
-    parser.add_argument('--corruptions', nargs='+', default=list(BENCHMARK_CORRUPTIONS),
-                        choices=ALL_CORRUPTIONS, metavar='NAME',
-                        help='corruptions to evaluate (default: the 15 benchmark ones); any of '
-                        f'{", ".join(ALL_CORRUPTIONS)}')
-    parser.add_argument('--severities', nargs='+', type=int, default=list(SEVERITIES),
-                        choices=SEVERITIES, metavar='S', help='severities (default: 1 2 3 4 5)')
+    parser = evaluation_parser(__doc__, 'detector config file',
+                               'detector checkpoint (mmengine format)')
+    add_cell_arguments(parser, BENCHMARK_CORRUPTIONS,
+                       'corruptions to evaluate (default: the 15 benchmark ones)')
     parser.add_argument('--out-dir', help='results folder (default: work_dirs/coco_c/<config>)')
     parser.add_argument('--seed', type=int, default=0, help='base seed of the corruptions')
-    parser.add_argument('--no-ema', action='store_true',
-                        help='use the raw weights, not the EMA ones, of a checkpoint with both')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
-    add_launcher_arguments(parser)
-    args = parser.parse_args(argv)
-    args.corruptions = list(dict.fromkeys(args.corruptions))
-    args.severities = sorted(set(args.severities))
-    return args
+    add_evaluation_arguments(parser)
+    return selected_cells(parser.parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the tool; returns the results (also written to ``--out-dir``)."""
     args = parse_args(argv)
-    parse_launcher_env(args.local_rank)
     config_name = osp.splitext(osp.basename(args.config))[0]
     out_dir = args.out_dir or osp.join('work_dirs', 'coco_c', config_name)
-    cfg = prepare_config(args.config, osp.join(out_dir, 'logs'), args.cfg_options, args.launcher)
+    cfg = prepare_evaluation(args, osp.join(out_dir, 'logs'))
     return evaluate_coco_c(cfg, args.config, args.checkpoint, osp.join(out_dir, RESULTS_FILE),
                            args.corruptions, args.severities, args.seed,
                            use_ema=not args.no_ema)

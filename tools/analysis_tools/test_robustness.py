@@ -24,10 +24,11 @@ import os.path as osp
 from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers every module before configs are read)
-from stl_mm.compat.imagecorruptions import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,
-                                            EXTRA_CORRUPTIONS, SEVERITIES)
-from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments, close_distributed,
-                                        parse_launcher_env, prepare_config)
+from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
+from stl_mm.engine.runner_setup import close_distributed
+from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
+                                                    evaluation_parser, prepare_evaluation,
+                                                    selected_cells)
 from stl_mm.evaluation.robustness.imagenet import (SUITES, evaluate_imagenet_robustness,
                                                    read_suite_specs)
 
@@ -36,15 +37,12 @@ SUITE_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='model config (its test pipeline and loader are used)')
-    parser.add_argument('checkpoint', help='checkpoint file (ours or official FAN/STL)')
+    parser = evaluation_parser(__doc__, 'model config (its test pipeline and loader are used)',
+                               'checkpoint file (ours or official FAN/STL)',
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--suites', nargs='+', choices=SUITES, default=list(SUITES))
-    parser.add_argument('--corruptions', nargs='+', default=list(BENCHMARK_CORRUPTIONS),
-                        help='ImageNet-C corruptions (default: the 15 of mCE; "all" adds '
-                        f'{", ".join(EXTRA_CORRUPTIONS)})')
-    parser.add_argument('--severities', nargs='+', type=int, default=list(SEVERITIES))
+    add_cell_arguments(parser, BENCHMARK_CORRUPTIONS,
+                       'ImageNet-C corruptions (default: the 15 of mCE)')
     parser.add_argument('--in-c-on-the-fly', action='store_true',
                         help='corrupt the clean val set at load time instead of reading the '
                         'published ImageNet-C')
@@ -59,29 +57,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--data-root', nargs='+', action='extend', default=[],
                         metavar='SUITE=PATH',
                         help='override a suite\'s data root for this run, e.g. in-c=/data/in-c')
-    parser.add_argument('--no-ema', action='store_true',
-                        help='use the raw weights, not the EMA ones, of a checkpoint with both')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override model config entries')
-    add_launcher_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.corruptions == ['all']:
-        args.corruptions = list(ALL_CORRUPTIONS)
-    unknown = sorted(set(args.corruptions) - set(ALL_CORRUPTIONS))
-    if unknown:
-        parser.error(f'unknown corruptions {unknown}; choose from {list(ALL_CORRUPTIONS)} '
-                     'or "all"')
-    if not set(args.severities) <= set(SEVERITIES):
-        parser.error(f'severities must be in 1..5, got {args.severities}')
-    args.corruptions = list(dict.fromkeys(args.corruptions))
-    args.severities = sorted(set(args.severities))
-    return args
+    add_evaluation_arguments(parser)
+    return selected_cells(parser.parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    parse_launcher_env(args.local_rank)
-    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
+    cfg = prepare_evaluation(args)
     specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly)
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),

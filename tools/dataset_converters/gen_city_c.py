@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, SEVERITIES
+from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS
+from stl_mm.evaluation.robustness.arguments import add_cell_arguments, at_least, selected_cells
 from stl_mm.evaluation.robustness.cityscapes_c_generation import IMAGE_SUFFIX, generate_city_c
 
 
@@ -26,22 +27,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--src', default='data/cityscapes/leftImg8bit/val',
                         help='clean images, searched recursively for *' + IMAGE_SUFFIX)
     parser.add_argument('--dst', default='data/cityscapes-c', help='output root')
-    parser.add_argument('--corruptions', nargs='+', default=list(ALL_CORRUPTIONS),
-                        choices=ALL_CORRUPTIONS, metavar='NAME',
-                        help='corruptions to apply (default: the 15 benchmark ones plus '
-                        'speckle_noise, gaussian_blur, spatter and saturate)')
-    parser.add_argument('--severities', nargs='+', type=int, default=list(SEVERITIES),
-                        choices=SEVERITIES, metavar='S', help='severities, 1 to 5')
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+    add_cell_arguments(parser, ALL_CORRUPTIONS, 'corruptions to apply (default: all 19)')
+    parser.add_argument('--workers', type=at_least(1), default=os.cpu_count() or 1,
                         help='worker processes (default: all CPU cores)')
     parser.add_argument('--seed', type=int, default=0,
                         help='base seed, mixed into every per-image seed')
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f'--workers must be at least 1, got {args.workers}')
-    args.corruptions = list(dict.fromkeys(args.corruptions))
-    args.severities = sorted(set(args.severities))
-    return args
+    return selected_cells(parser.parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -60,15 +60,11 @@ def check_cell(cell: str, clean: Mapping[Hashable, int], found: Mapping[Hashable
         return None
     missing = sorted(set(clean) - set(found), key=str)
     extra = sorted(set(found) - set(clean), key=str)
-    short = sorted((key for key in set(clean) & set(found) if clean[key] != found[key]), key=str)
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} {unit} missing ({_examples(missing)})')
-    if extra:
-        problems.append(f'{len(extra)} {unit} not in the clean set ({_examples(extra)})')
-    if short:
-        problems.append(f'{len(short)} {unit} with another image count (' + _examples(
-            [f'{key}: {found[key]} of {clean[key]}' for key in short]) + ')')
+    short = [f'{key}: {found[key]} of {clean[key]}' for key in sorted(
+        (key for key in set(clean) & set(found) if clean[key] != found[key]), key=str)]
+    problems = [f'{len(keys)} {unit} {what} ({_examples(keys)})' for what, keys in (
+        ('missing', missing), ('not in the clean set', extra),
+        ('with another image count', short)) if keys]
     message = (f'{cell} does not match the clean set: {sum(found.values())} of '
                f'{sum(clean.values())} images; ' + '; '.join(problems) + f'. {fix}')
     if allow_incomplete:
