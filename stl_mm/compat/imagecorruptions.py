@@ -35,8 +35,8 @@ from skimage.filters import gaussian
 from skimage.util import random_noise
 
 __all__ = ['BENCHMARK_CORRUPTIONS', 'EXTRA_CORRUPTIONS', 'ALL_CORRUPTIONS', 'SEVERITIES',
-           'MIN_IMAGE_SIZE', 'ORIGINAL_FUNCTIONS', 'corrupt', 'corruption_seed', 'plasma_fractal', 'glass_blur',
-           'gaussian_blur', 'impulse_noise']
+           'MIN_IMAGE_SIZE', 'ORIGINAL_FUNCTIONS', 'corrupt', 'corruption_seed',
+           'plasma_fractal', 'glass_blur', 'gaussian_blur', 'impulse_noise']
 
 #: The 15 corruptions of the ImageNet-C benchmark (mCE is averaged over these).
 BENCHMARK_CORRUPTIONS: Tuple[str, ...] = (
