@@ -94,9 +94,8 @@ def _suite_dataset(cfg: Config, spec: dict, **cell_arguments) -> dict:
 def _class_counts(dataset: dict) -> Counter:
     """Images per wnid of a dataset config (scanned without its pipeline)."""
     from mmpretrain.registry import DATASETS
-    built = DATASETS.build(dict(dataset, pipeline=[]))
-    return Counter(IMAGENET_WNIDS[int(built.get_data_info(i)['gt_label'])]
-                   for i in range(len(built)))
+    labels = DATASETS.build(dict(dataset, pipeline=[])).get_gt_labels()
+    return Counter(IMAGENET_WNIDS[int(label)] for label in labels)
 
 
 def _clean_reference(specs: Dict[str, dict], allow_incomplete: bool) -> Optional[Counter]:
@@ -132,11 +131,13 @@ def imagenet_cells(cfg: Config, specs: Dict[str, dict], suites: Sequence[str],
                                      severities=[severity])
             expected = None
             if reference is not None and name in pending:
-                check_cell(f'ImageNet-C cell {corruption}/{severity} '
-                           f'({dataset["data_root"]})', reference, _class_counts(dataset),
-                           'class folders', f'Re-extract {corruption}/{severity} of '
-                           'ImageNet-C, or leave it out with --corruptions/--severities.',
-                           allow_incomplete)
+                incomplete = check_cell(
+                    f'ImageNet-C cell {corruption}/{severity} ({dataset["data_root"]})',
+                    reference, _class_counts(dataset), 'class folders',
+                    f'Re-extract {corruption}/{severity} of ImageNet-C, or leave it out with '
+                    '--corruptions/--severities.', allow_incomplete)
+                if incomplete:
+                    print(f'[robustness] --allow-incomplete: {incomplete}')
                 expected = sum(reference.values())
             cells.append(dict(name=name, dataset=dataset, expected_samples=expected))
     return cells
