@@ -27,7 +27,7 @@ process writes.
 import hashlib
 import json
 import os.path as osp
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from mmengine.dist import is_main_process
 
@@ -56,7 +56,7 @@ def _plain(value: Any) -> Any:
     return value.to_dict() if hasattr(value, 'to_dict') else value
 
 
-def config_sha256(cfg: Mapping) -> str:
+def config_sha256(cfg: Any) -> str:
     """SHA-256 of the config entries that decide the numbers (:data:`CONFIG_KEYS`).
 
     Launcher, work directory and logging are left out, so a resumed run may use another
@@ -66,7 +66,8 @@ def config_sha256(cfg: Mapping) -> str:
     for key in CONFIG_KEYS:
         node: Any = cfg
         for part in key.split('.'):
-            node = node.get(part) if isinstance(node, Mapping) else None
+            # mmengine's Config is no Mapping, but has get() like its ConfigDicts.
+            node = node.get(part) if hasattr(node, 'get') else None
         parts[key] = _plain(node)
     text = json.dumps(parts, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import pytest
+from mmengine.config import Config
 
 from stl_mm.evaluation.reports import Table, csv_table, render_tables
 from stl_mm.evaluation.robustness.cells import check_cell, count_note
@@ -51,6 +52,8 @@ def test_fingerprints_follow_content(tmp_path):
     cfg = dict(model=dict(type='A'), work_dir='x', launcher='none')
     assert config_sha256(cfg) == config_sha256(dict(cfg, work_dir='y', launcher='pytorch'))
     assert config_sha256(cfg) != config_sha256(dict(cfg, model=dict(type='B')))
+    assert config_sha256(Config(cfg)) == config_sha256(cfg)
+    assert config_sha256(Config(cfg)) != config_sha256(Config(dict(cfg, model=dict(type='B'))))
 
 
 def test_check_cell_names_what_is_missing():
