@@ -14,11 +14,11 @@ __all__ = ['Table', 'format_value', 'markdown_table', 'text_table', 'csv_table',
 
 
 class Table(NamedTuple):
-    """One table of a report: its title, column names and rows (numbers or text)."""
+    """One table of a report: its title, column names and rows (numbers or text); any
+    ``(title, header, rows)`` tuple renders the same."""
     title: str
     header: Sequence[str]
     rows: Sequence[Sequence[Any]]
-    digits: int = 2
 
 
 def format_value(value: Any, digits: int = 2) -> str:
@@ -66,24 +66,24 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int 
     return buffer.getvalue()
 
 
-def render_tables(tables: Sequence[Table], style: str = 'markdown', level: int = 2) -> str:
+def render_tables(tables: Sequence[Table], style: str = 'markdown', level: int = 2,
+                  digits: int = 2) -> str:
     """Every table under its title, as Markdown sections (``level`` hashes) or console text.
 
     Args:
         tables: The tables, in order.
         style: ``'markdown'`` or ``'text'``.
         level: Heading level of the titles in Markdown.
+        digits: Decimals of floats.
     """
     if style not in ('markdown', 'text'):
         raise ValueError(f"style must be 'markdown' or 'text', got {style!r}.")
     sections = []
-    for table in tables:
+    for title, header, rows in tables:
         if style == 'markdown':
-            sections.append(f'{"#" * level} {table.title}\n\n'
-                            + markdown_table(table.header, table.rows, table.digits))
+            sections.append(f'{"#" * level} {title}\n\n' + markdown_table(header, rows, digits))
         else:
-            sections.append(f'{table.title}\n' + text_table(table.header, table.rows,
-                                                            table.digits))
+            sections.append(f'{title}\n' + text_table(header, rows, digits))
     return '\n\n'.join(sections) + '\n'
 
 

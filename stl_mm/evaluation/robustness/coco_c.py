@@ -115,10 +115,10 @@ def _percent(value: Optional[float]) -> Optional[float]:
 
 
 def coco_c_tables(cells: Dict[str, dict], summary: Dict[str, dict]) -> List[Table]:
-    """A headline table, then one table per metric (values x 100, one decimal)."""
+    """A headline table, then one table per metric (values x 100; render with one decimal)."""
     tables = [Table('Headline', ['metric', 'clean (P)', 'mPC', 'rPC'], [
         [metric, *(_percent(entry[key]) for key in ('clean', 'mPC', 'rPC'))]
-        for metric, entry in summary.items()], digits=1)]
+        for metric, entry in summary.items()])]
     severities = sorted({parse_cell_name(name)[1] for name in cells if name != CLEAN})
     for metric, entry in summary.items():
         rows = [[corruption, *(_percent(headline(cells.get(cell_name(corruption, s), {}).get(
@@ -126,7 +126,7 @@ def coco_c_tables(cells: Dict[str, dict], summary: Dict[str, dict]) -> List[Tabl
                  _percent(aggregate['retention'])]
                 for corruption, aggregate in entry['per_corruption'].items()]
         tables.append(Table(metric, ['corruption', *map(str, severities), 'mean', 'retention'],
-                            rows, digits=1))
+                            rows))
     return tables
 
 
@@ -152,5 +152,5 @@ def evaluate_coco_c(cfg: Config, config: str, checkpoint: str, out: str,
     summary = summarize(selected)
     finish(results, summary, dict(corruptions=list(corruptions), severities=list(severities)),
            f'COCO-C: `{checkpoint}`', coco_c_tables(selected, summary),
-           notes=['Values are mAP x 100; retention and rPC are relative to clean (%).'])
+           notes=['Values are mAP x 100; retention and rPC are relative to clean (%).'], digits=1)
     return results.data

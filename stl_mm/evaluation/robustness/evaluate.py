@@ -63,7 +63,7 @@ def run_cells(cfg: Config, checkpoint: str, cells: List[dict], results: Robustne
 
 def finish(results: RobustnessResults, summary: dict, selection: dict, title: str,
            tables: Sequence[Table], notes: Sequence[str] = (),
-           extra_outputs: Optional[Callable[[str], None]] = None) -> str:
+           extra_outputs: Optional[Callable[[str], None]] = None, digits: int = 2) -> str:
     """Write the summary into the results file and the Markdown report beside it.
 
     Returns:
@@ -71,11 +71,11 @@ def finish(results: RobustnessResults, summary: dict, selection: dict, title: st
     """
     results.write(summary, selection)
     markdown = f'# {title}\n\n' + ''.join(f'{note}\n\n' for note in notes) + render_tables(
-        tables)
+        tables, digits=digits)
     if is_main_process():
         write_text(markdown, osp.splitext(results.path)[0] + '.md')
         if extra_outputs is not None:
             extra_outputs(osp.splitext(results.path)[0])
-        print(render_tables(tables, style='text'))
+        print(render_tables(tables, style='text', digits=digits))
         print(f'[robustness] results: {results.path} and {osp.splitext(results.path)[0]}.md')
     return markdown

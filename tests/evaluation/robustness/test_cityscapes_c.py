@@ -140,9 +140,10 @@ def test_two_cpu_ranks_give_the_single_process_results(setup, tmp_path):
     assert set(saved['cells']) == set(single_cells)
     # The untrained model is right on some pixels of some cells: aAcc, mAcc and mIoU count
     # every labelled pixel, so images lost or counted twice across ranks would change them.
-    assert any(metrics['aAcc'] > 0 for metrics in single_cells.values())
-    for cell, metrics in single_cells.items():
-        assert saved['cells'][cell] == pytest.approx(metrics), cell
+    assert any(cell['metrics']['aAcc'] > 0 for cell in single_cells.values())
+    for name, cell in single_cells.items():
+        assert saved['cells'][name]['metrics'] == pytest.approx(cell['metrics']), name
+        assert saved['cells'][name]['num_samples'] == cell['num_samples'] == 2
     assert saved['summary']['mean_corrupted_mIoU'] == pytest.approx(single['mean_corrupted_mIoU'])
     assert (out_dir / 'city_c.csv').is_file() and (out_dir / 'city_c.md').is_file()
 
