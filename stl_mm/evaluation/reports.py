@@ -10,7 +10,10 @@ import tempfile
 from typing import Any, NamedTuple, Optional, Sequence
 
 __all__ = ['Table', 'format_value', 'markdown_table', 'text_table', 'csv_table', 'render_tables',
-           'write_json', 'write_text']
+           'write_json', 'write_text', 'write_bytes', 'TEMP_PREFIX']
+
+#: Prefix of the temporary files of the atomic writes (a killed run may leave them behind).
+TEMP_PREFIX = '.tmp-'
 
 
 class Table(NamedTuple):
@@ -87,20 +90,25 @@ def render_tables(tables: Sequence[Table], style: str = 'markdown', level: int =
     return '\n\n'.join(sections) + '\n'
 
 
-def write_text(text: str, path: str) -> None:
-    """Write ``text`` atomically: a temporary file beside ``path``, then ``os.replace``, so an
-    interruption never leaves a truncated file behind."""
+def write_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` atomically: a temporary file beside ``path`` (named ``TEMP_PREFIX...``),
+    then ``os.replace``, so an interruption never leaves a truncated file behind."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix='.tmp-', dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
     try:
-        with os.fdopen(handle, 'w', newline='') as file:
-            file.write(text)
+        with os.fdopen(handle, 'wb') as file:
+            file.write(data)
         os.replace(temporary, path)
     except BaseException:
         if osp.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def write_text(text: str, path: str) -> None:
+    """Write ``text`` (UTF-8) atomically, as :func:`write_bytes`."""
+    write_bytes(text.encode(), path)
 
 
 def _strict(value: Any) -> Any:

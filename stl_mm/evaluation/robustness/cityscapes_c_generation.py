@@ -16,10 +16,7 @@ cell and keep the clean ``gtFine`` labels.
   :mod:`stl_mm.compat.imagecorruptions`.
 """
 import multiprocessing
-import os
-import os.path as osp
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -28,13 +25,13 @@ import numpy as np
 from mmengine.utils import ProgressBar
 
 from stl_mm.compat.imagecorruptions import corrupt, corruption_seed
+from stl_mm.evaluation.reports import TEMP_PREFIX, write_bytes
 
 __all__ = ['IMAGE_SUFFIX', 'list_images', 'find_images', 'output_path', 'corrupt_image',
            'pending_tasks', 'run_tasks', 'remove_stale_temp_files', 'count_outputs',
            'generate_city_c']
 
 IMAGE_SUFFIX = '_leftImg8bit.png'
-TEMP_PREFIX = '.tmp-'
 
 #: One unit of work: (relative image path, corruption, severities still to write).
 Task = Tuple[str, str, Tuple[int, ...]]
@@ -67,16 +64,7 @@ def write_png_atomically(path: Path, image_bgr: np.ndarray) -> None:
     ok, encoded = cv2.imencode('.png', image_bgr)
     if not ok:
         raise RuntimeError(f'OpenCV could not encode {path}')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix='.png', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as temp_file:
-            temp_file.write(encoded.tobytes())
-        os.replace(temp_name, path)
-    except BaseException:
-        if osp.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    write_bytes(encoded.tobytes(), str(path))
 
 
 def corrupt_image(task: Task, src: Path, dst: Path, base_seed: int) -> Optional[str]:
