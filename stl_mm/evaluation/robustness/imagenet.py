@@ -18,7 +18,7 @@ from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.cells import (check_cell, corruption_cells, count_note,
                                                 parse_cell_name)
 from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_results
-from stl_mm.evaluation.robustness.results import data_source
+from stl_mm.evaluation.robustness.results import data_source, json_sha256
 
 __all__ = ['SUITES', 'suite_pipeline', 'read_suite_specs', 'imagenet_cells', 'summarize',
            'suite_tables', 'evaluate_imagenet_robustness']
@@ -232,8 +232,10 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
             for suite, spec in specs.items()}
     if on_the_fly:
         data['in-c']['seed'] = specs['in-c']['dataset'].get('seed', 0)
+    # The suites' datasets and corruption steps (suites.py after --data-root) decide the numbers.
     results = suite_results(out, cfg, config, checkpoint, 'pass another --out (or delete the '
-                            'file)', suite='imagenet', data=data, use_ema=use_ema)
+                            'file)', suite='imagenet', data=data, use_ema=use_ema,
+                            suites_sha256=json_sha256(specs))
     names = [s for s in suites if s != 'in-c'] + (
         [IN_C + n for n in corruption_cells(corruptions, severities)] if 'in-c' in suites else [])
     cells = imagenet_cells(cfg, specs, suites, corruptions, severities, on_the_fly,

@@ -33,8 +33,8 @@ from mmengine.dist import is_main_process
 
 from stl_mm.evaluation.reports import write_json
 
-__all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'file_sha256', 'config_sha256',
-           'data_source']
+__all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'file_sha256', 'json_sha256',
+           'config_sha256', 'data_source']
 
 RESULTS_FORMAT = 'stl_mm.robustness/1'
 #: The parts of a config that decide the numbers of an evaluation.
@@ -56,6 +56,12 @@ def _plain(value: Any) -> Any:
     return value.to_dict() if hasattr(value, 'to_dict') else value
 
 
+def json_sha256(value: Any) -> str:
+    """SHA-256 of a JSON-like value (dict key order does not matter)."""
+    text = json.dumps(_plain(value), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def config_sha256(cfg: Any) -> str:
     """SHA-256 of the config entries that decide the numbers (:data:`CONFIG_KEYS`).
 
@@ -69,8 +75,7 @@ def config_sha256(cfg: Any) -> str:
             # mmengine's Config is no Mapping, but has get() like its ConfigDicts.
             node = node.get(part) if hasattr(node, 'get') else None
         parts[key] = _plain(node)
-    text = json.dumps(parts, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(parts)
 
 
 def data_source(root: Optional[str], mode: str = 'files', **details: Any) -> dict:

@@ -120,10 +120,10 @@ def world(tmp_path_factory) -> dict:
 
 def _evaluate(world: dict, out: Path, suites=('in-c', ), corruptions=('fog', ),
               severities=(1, ), data_roots=(), checkpoint=None, on_the_fly=False,
-              allow_incomplete=False) -> dict:
+              allow_incomplete=False, suite_config=SUITE_CONFIG) -> dict:
     """What the tool's main does, with the test's data roots first and overrides after."""
     cfg = prepare_config(world['config'], str(out.parent / 'work'))
-    specs = read_suite_specs(SUITE_CONFIG, [*world['data_roots'], *data_roots], on_the_fly)
+    specs = read_suite_specs(str(suite_config), [*world['data_roots'], *data_roots], on_the_fly)
     evaluate_imagenet_robustness(cfg, world['config'], checkpoint or world['checkpoint'],
                                  str(out), list(suites), list(corruptions), list(severities),
                                  specs, on_the_fly=on_the_fly, allow_incomplete=allow_incomplete)
@@ -231,6 +231,13 @@ def test_on_the_fly_corruptions(world, tmp_path):
     assert cell['num_samples'] == 4 and cell['metrics']['robustness/top1'] == pytest.approx(75.0)
     assert results['inputs']['data']['in-c'] == dict(root=str(world['root'] / 'imagenet'),
                                                      mode='on_the_fly', seed=0)
+    # Another corruption recipe in the suites file is another input, too.
+    suites = tmp_path / 'suites.py'
+    suites.write_text(Path(SUITE_CONFIG).read_text().replace('jpeg_quality=85',
+                                                             'jpeg_quality=95'))
+    with pytest.raises(SystemExit, match='suites_sha256: recorded'):
+        _evaluate(world, out, corruptions=('brightness', ), on_the_fly=True,
+                  data_roots=[f'in-c={world["root"] / "imagenet"}'], suite_config=suites)
 
 
 def test_the_tool_refuses_bad_arguments(world):
