@@ -1,4 +1,6 @@
-"""Datasets of the classification robustness suites run by ``tools/test_robustness.py``.
+"""Datasets of the classification robustness suites.
+
+Run by ``tools/analysis_tools/test_robustness.py``.
 
 The four data roots below are the only place where the suites' data locations are set
 (``--data-root SUITE=PATH`` overrides one for a single run). Each suite gives the dataset; the

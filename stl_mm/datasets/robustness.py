@@ -13,7 +13,6 @@ ImageNet-C samples carry ``corruption`` and ``severity``; keep them with
 import io
 import os
 import os.path as osp
-import zlib
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -24,7 +23,7 @@ from mmpretrain.datasets import BaseDataset
 from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 from PIL import Image
 
-from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, SEVERITIES, corrupt
+from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, SEVERITIES, corrupt, corruption_seed
 from stl_mm.registry import register
 
 __all__ = ['IMAGENET_WNIDS', 'IMAGENET_A_WNIDS', 'IMAGENET_R_WNIDS', 'WnidImageFolder',
@@ -192,7 +191,8 @@ class ImageNetC(BaseDataset):
             raise FileNotFoundError(
                 f'ImageNet-C: no folder for {corruption!r} under {self.data_root} (expected '
                 f'{osp.join(self.data_root, corruption)}/<severity>/<wnid>/). Download it, or '
-                'leave it out with corruptions=[...] (tools/test_robustness.py --corruptions).')
+                'leave it out with corruptions=[...] (tools/analysis_tools/test_robustness.py '
+                '--corruptions).')
         return found[0]
 
     def load_data_list(self) -> List[dict]:
@@ -208,12 +208,6 @@ class ImageNetC(BaseDataset):
                 for info in _scan_wnid_folders(cell_root, IMAGENET_WNIDS, 'ImageNet-C'):
                     data_list.append(dict(info, corruption=corruption, severity=severity))
         return data_list
-
-
-def corruption_seed(base_seed: int, image_key: str, corruption: str, severity: int) -> int:
-    """Seed of one corrupted image: fixed for (base seed, image, corruption, severity), and
-    independent of sample order, worker and rank."""
-    return zlib.crc32(f'{base_seed}/{image_key}/{corruption}/{severity}'.encode())
 
 
 @register('DATASETS', codebases=('mmpretrain',))
@@ -265,7 +259,9 @@ class ImageCorruption(BaseTransform):
 
     The corruption and severity come from the sample (``results['corruption']`` /
     ``['severity']``, as :class:`CorruptedImageNet` provides) or from the arguments; the seed
-    from ``results['corruption_seed']`` or, failing that, from ``seed`` and the image path.
+    from ``results['corruption_seed']`` or, failing that, from ``seed`` and the image's file
+    name (:func:`~stl_mm.compat.imagecorruptions.corruption_seed`), so it does not depend on
+    where the data lives, nor on workers or ranks.
 
     Required keys: ``img``. Modified keys: ``img``.
 
@@ -273,7 +269,10 @@ class ImageCorruption(BaseTransform):
         corruption: Corruption name when samples do not carry one.
         severity: Severity (1..5) when samples do not carry one.
         seed: Base seed when samples do not carry ``corruption_seed``.
-        channel_order: Channel order of ``results['img']`` (``'bgr'`` for mmcv's loaders).
+        channel_order: Channel order of ``results['img']``: ``'bgr'`` (mmcv's loaders) is
+            turned into RGB for the corruption and back, ``'rgb'`` is corrupted as it is, and
+            ``'as_loaded'`` corrupts mmcv's BGR array unchanged, as mmdet's COCO-C benchmark
+            does (Michaelis et al., 2019).
         jpeg_quality: When set, re-encode the corrupted image as JPEG of this quality, as the
             ImageNet-C release did (85).
     """
@@ -283,8 +282,9 @@ class ImageCorruption(BaseTransform):
                  jpeg_quality: Optional[int] = None) -> None:
         if corruption is not None:
             _check_cells([corruption], [severity if severity is not None else 1])
-        if channel_order not in ('bgr', 'rgb'):
-            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}.")
+        if channel_order not in ('bgr', 'rgb', 'as_loaded'):
+            raise ValueError("channel_order must be 'bgr', 'rgb' or 'as_loaded', got "
+                             f'{channel_order!r}.')
         self.corruption, self.severity, self.seed = corruption, severity, seed
         self.channel_order, self.jpeg_quality = channel_order, jpeg_quality
 
@@ -296,8 +296,8 @@ class ImageCorruption(BaseTransform):
                            'dataset (CorruptedImageNet) or set corruption= and severity=.')
         seed = results.get('corruption_seed')
         if seed is None:
-            seed = corruption_seed(self.seed, str(results.get('img_path', '')), corruption,
-                                   severity)
+            seed = corruption_seed(self.seed, osp.basename(str(results.get('img_path', ''))),
+                                   corruption, severity)
         image = results['img']
         rgb = image[..., ::-1] if self.channel_order == 'bgr' and image.ndim == 3 else image
         corrupted = corrupt(np.ascontiguousarray(rgb), corruption, int(severity), int(seed))

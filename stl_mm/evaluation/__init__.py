@@ -1,2 +1,2 @@
 from . import metrics  # noqa: F401
-from . import reports, token_label_quality  # noqa: F401
+from . import reports, robustness, token_label_quality  # noqa: F401

@@ -1,9 +1,27 @@
-"""Small helpers to write evaluation reports: Markdown and console tables, strict JSON."""
+"""The one way stl_mm writes evaluation reports: Markdown, console and CSV tables, and strict
+JSON written atomically."""
+import csv
+import io
 import json
 import math
-from typing import Any, Optional, Sequence
+import os
+import os.path as osp
+import tempfile
+from typing import Any, NamedTuple, Optional, Sequence
 
-__all__ = ['format_value', 'markdown_table', 'text_table', 'write_json']
+__all__ = ['Table', 'format_value', 'markdown_table', 'text_table', 'csv_table', 'render_tables',
+           'write_json', 'write_text', 'write_bytes', 'TEMP_PREFIX']
+
+#: Prefix of the temporary files of the atomic writes (a killed run may leave them behind).
+TEMP_PREFIX = '.tmp-'
+
+
+class Table(NamedTuple):
+    """One table of a report: its title, column names and rows (numbers or text); any
+    ``(title, header, rows)`` tuple renders the same."""
+    title: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[Any]]
 
 
 def format_value(value: Any, digits: int = 2) -> str:
@@ -44,6 +62,55 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int
     return '\n'.join([render(cells[0]), rule] + [render(line) for line in cells[1:]])
 
 
+def csv_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+    """Comma-separated table, numbers formatted as in the other tables."""
+    buffer = io.StringIO(newline='')
+    csv.writer(buffer, lineterminator='\n').writerows(_cells(header, rows, digits))
+    return buffer.getvalue()
+
+
+def render_tables(tables: Sequence[Table], style: str = 'markdown', level: int = 2,
+                  digits: int = 2) -> str:
+    """Every table under its title, as Markdown sections (``level`` hashes) or console text.
+
+    Args:
+        tables: The tables, in order.
+        style: ``'markdown'`` or ``'text'``.
+        level: Heading level of the titles in Markdown.
+        digits: Decimals of floats.
+    """
+    if style not in ('markdown', 'text'):
+        raise ValueError(f"style must be 'markdown' or 'text', got {style!r}.")
+    sections = []
+    for title, header, rows in tables:
+        if style == 'markdown':
+            sections.append(f'{"#" * level} {title}\n\n' + markdown_table(header, rows, digits))
+        else:
+            sections.append(f'{title}\n' + text_table(header, rows, digits))
+    return '\n\n'.join(sections) + '\n'
+
+
+def write_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` atomically: a temporary file beside ``path`` (named ``TEMP_PREFIX...``),
+    then ``os.replace``, so an interruption never leaves a truncated file behind."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    try:
+        with os.fdopen(handle, 'wb') as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if osp.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_text(text: str, path: str) -> None:
+    """Write ``text`` (UTF-8) atomically, as :func:`write_bytes`."""
+    write_bytes(text.encode(), path)
+
+
 def _strict(value: Any) -> Any:
     """NaN and infinities become None: JSON has no such numbers."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -56,7 +123,5 @@ def _strict(value: Any) -> Any:
 
 
 def write_json(data: Any, path: str, indent: Optional[int] = 2) -> None:
-    """Write ``data`` as strict JSON (NaN as null)."""
-    with open(path, 'w') as file:
-        json.dump(_strict(data), file, indent=indent, allow_nan=False)
-        file.write('\n')
+    """Write ``data`` as strict JSON (NaN as null), atomically."""
+    write_text(json.dumps(_strict(data), indent=indent, allow_nan=False) + '\n', path)

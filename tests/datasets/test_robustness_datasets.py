@@ -153,3 +153,18 @@ def test_image_corruption_transform_with_fixed_arguments(tmp_path):
     assert compressed.shape == image.shape and not np.array_equal(compressed, output)
     with pytest.raises(KeyError, match='CorruptedImageNet'):
         ImageCorruption()(dict(img=image.copy()))
+
+
+def test_image_corruption_seeds_by_file_name_and_can_keep_the_loaded_channel_order():
+    """The seed of an image does not depend on where the data lives; ``as_loaded`` corrupts
+    mmcv's BGR array unchanged, as mmdet's COCO-C benchmark does."""
+    image = np.random.default_rng(1).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    transform = ImageCorruption(corruption='gaussian_noise', severity=2, seed=4,
+                                channel_order='as_loaded')
+    here = transform(dict(img=image.copy(), img_path='/data/coco/val2017/000001.jpg'))['img']
+    there = transform(dict(img=image.copy(), img_path='/mnt/other/000001.jpg'))['img']
+    np.testing.assert_array_equal(here, there)
+    seed = corruption_seed(4, '000001.jpg', 'gaussian_noise', 2)
+    np.testing.assert_array_equal(here, corrupt(image, 'gaussian_noise', 2, seed))
+    with pytest.raises(ValueError, match='as_loaded'):
+        ImageCorruption(channel_order='yuv')

@@ -1,29 +1,22 @@
 """Generate Cityscapes-C: every val image under every corruption and severity.
 
 Writes ``DST/<corruption>/<severity>/<city>/<name>_leftImg8bit.png`` for each
-``SRC/<city>/<name>_leftImg8bit.png``, so that ``tools/test_city_c.py`` can point mmseg's
-Cityscapes dataset at any cell and keep the clean ``gtFine`` labels.
+``SRC/<city>/<name>_leftImg8bit.png``, so that the Cityscapes-C evaluation
+(:mod:`stl_mm.evaluation.robustness.cityscapes_c`) can point mmseg's Cityscapes dataset at any
+cell and keep the clean ``gtFine`` labels.
 
-- Deterministic: each output is seeded from a stable hash of (relative path, corruption, severity,
-  ``--seed``), so a rerun, or a run with a different number of workers, writes the same pixels.
+- Deterministic: each output is seeded by
+  :func:`~stl_mm.compat.imagecorruptions.corruption_seed` from (relative path, corruption,
+  severity, base seed), so a rerun, or a run with a different number of workers, writes the
+  same pixels.
 - Resumable: outputs already on disk are skipped; every file is written to a temporary name and
   renamed, so an interrupted run never leaves a half-written PNG behind.
 - Corruptions are applied to RGB images (imagecorruptions' convention; colour-dependent ones such
   as saturate, frost or spatter would otherwise be wrong) through
-  :mod:`stl_mm.compat.imagecorruptions`, which makes all 19 work with numpy 2 and
-  scikit-image 0.26.
-
-Example:
-    python tools/gen_city_c.py --src data/cityscapes/leftImg8bit/val \
-        --dst data/cityscapes-c --workers 16
+  :mod:`stl_mm.compat.imagecorruptions`.
 """
-import argparse
-import hashlib
 import multiprocessing
-import os
-import os.path as osp
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -31,39 +24,22 @@ import cv2
 import numpy as np
 from mmengine.utils import ProgressBar
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from stl_mm.compat.imagecorruptions import corrupt, corruption_seed
+from stl_mm.evaluation.reports import TEMP_PREFIX, write_bytes
 
-from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, corrupt  # noqa: E402
+__all__ = ['IMAGE_SUFFIX', 'list_images', 'find_images', 'output_path', 'corrupt_image',
+           'pending_tasks', 'run_tasks', 'remove_stale_temp_files', 'count_outputs',
+           'generate_city_c']
 
-SEVERITIES = (1, 2, 3, 4, 5)
 IMAGE_SUFFIX = '_leftImg8bit.png'
-TEMP_PREFIX = '.tmp-'
 
 #: One unit of work: (relative image path, corruption, severities still to write).
 Task = Tuple[str, str, Tuple[int, ...]]
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--src', default='data/cityscapes/leftImg8bit/val',
-                        help='clean images, searched recursively for *' + IMAGE_SUFFIX)
-    parser.add_argument('--dst', default='data/cityscapes-c', help='output root')
-    parser.add_argument('--corruptions', nargs='+', default=list(ALL_CORRUPTIONS),
-                        choices=ALL_CORRUPTIONS, metavar='NAME',
-                        help='corruptions to apply (default: the 15 benchmark ones plus '
-                        'speckle_noise, gaussian_blur, spatter and saturate)')
-    parser.add_argument('--severities', nargs='+', type=int, default=list(SEVERITIES),
-                        choices=SEVERITIES, metavar='S', help='severities, 1 to 5')
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
-                        help='worker processes (default: all CPU cores)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='base seed, mixed into every per-image seed')
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f'--workers must be at least 1, got {args.workers}')
-    args.corruptions = list(dict.fromkeys(args.corruptions))
-    args.severities = sorted(set(args.severities))
-    return args
+def list_images(folder: Path, suffix: str = IMAGE_SUFFIX) -> List[str]:
+    """Relative (posix) paths of the images under ``folder``, sorted."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob('*' + suffix))
 
 
 def find_images(src: Path) -> List[str]:
@@ -71,7 +47,7 @@ def find_images(src: Path) -> List[str]:
     if not src.is_dir():
         raise SystemExit(f'--src {src} is not a directory; point it at the clean val images, '
                          'e.g. data/cityscapes/leftImg8bit/val')
-    images = sorted(path.relative_to(src).as_posix() for path in src.rglob('*' + IMAGE_SUFFIX))
+    images = list_images(src)
     if not images:
         raise SystemExit(f'No *{IMAGE_SUFFIX} files under {src}; --src must be a Cityscapes '
                          'leftImg8bit split folder (<city>/<name>_leftImg8bit.png)')
@@ -83,27 +59,12 @@ def output_path(dst: Path, corruption: str, severity: int, relative_image: str) 
     return dst / corruption / str(severity) / relative_image
 
 
-def image_seed(relative_image: str, corruption: str, severity: int, base_seed: int) -> int:
-    """A seed that depends only on its arguments (Python's ``hash`` is salted per process)."""
-    key = f'{relative_image}|{corruption}|{severity}|{base_seed}'.encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], 'little')
-
-
 def write_png_atomically(path: Path, image_bgr: np.ndarray) -> None:
     """Encode first, write to a temporary file beside ``path``, then rename it into place."""
     ok, encoded = cv2.imencode('.png', image_bgr)
     if not ok:
         raise RuntimeError(f'OpenCV could not encode {path}')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix='.png', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as temp_file:
-            temp_file.write(encoded.tobytes())
-        os.replace(temp_name, path)
-    except BaseException:
-        if osp.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    write_bytes(encoded.tobytes(), str(path))
 
 
 def corrupt_image(task: Task, src: Path, dst: Path, base_seed: int) -> Optional[str]:
@@ -118,7 +79,7 @@ def corrupt_image(task: Task, src: Path, dst: Path, base_seed: int) -> Optional[
         return f'{src / relative_image}: unreadable image (missing, truncated or not a PNG)'
     image_rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     for severity in severities:
-        seed = image_seed(relative_image, corruption, severity, base_seed)
+        seed = corruption_seed(base_seed, relative_image, corruption, severity)
         corrupted = corrupt(image_rgb, corruption, severity, seed)
         write_png_atomically(
             output_path(dst, corruption, severity, relative_image),
@@ -195,32 +156,32 @@ def count_outputs(images: Sequence[str], corruptions: Sequence[str], severities:
     missing = {}
     for corruption in corruptions:
         for severity in severities:
-            cell = dst / corruption / str(severity)
-            found = {path.relative_to(cell).as_posix() for path in cell.rglob('*' + IMAGE_SUFFIX)}
+            found = set(list_images(dst / corruption / str(severity)))
             missing[f'{corruption}/{severity}'] = len(expected - found)
     return missing
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    src, dst = Path(args.src), Path(args.dst)
+def generate_city_c(src: Path, dst: Path, corruptions: Sequence[str], severities: Sequence[int],
+                    base_seed: int = 0, workers: int = 1) -> int:
+    """Write every missing output; returns 0 when ``dst`` is complete, 1 after errors (named
+    on stderr; finished files are kept)."""
     images = find_images(src)
-    removed = remove_stale_temp_files(dst, args.corruptions)
+    removed = remove_stale_temp_files(dst, corruptions)
     if removed:
         print(f'Removed {removed} temporary files left by an interrupted run.')
-    tasks = pending_tasks(images, args.corruptions, args.severities, dst)
-    total = len(images) * len(args.corruptions) * len(args.severities)
-    to_write = sum(len(severities) for _, _, severities in tasks)
-    print(f'{len(images)} images x {len(args.corruptions)} corruptions x '
-          f'{len(args.severities)} severities = {total} outputs; {total - to_write} already '
-          f'written, {to_write} to write with {args.workers} worker(s).')
+    tasks = pending_tasks(images, corruptions, severities, dst)
+    total = len(images) * len(corruptions) * len(severities)
+    to_write = sum(len(missing) for _, _, missing in tasks)
+    print(f'{len(images)} images x {len(corruptions)} corruptions x '
+          f'{len(severities)} severities = {total} outputs; {total - to_write} already '
+          f'written, {to_write} to write with {workers} worker(s).')
 
-    unreadable = run_tasks(tasks, src, dst, args.seed, args.workers)
+    unreadable = run_tasks(tasks, src, dst, base_seed, workers)
     for message in sorted(set(unreadable.values())):
         print(f'ERROR {message}', file=sys.stderr)
     readable = [image for image in images if image not in unreadable]
     incomplete = {cell: count for cell, count in
-                  count_outputs(readable, args.corruptions, args.severities, dst).items() if count}
+                  count_outputs(readable, corruptions, severities, dst).items() if count}
     for cell, count in incomplete.items():
         print(f'ERROR {dst / cell}: {count} of {len(readable)} images missing', file=sys.stderr)
     if unreadable or incomplete:
@@ -230,7 +191,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     print(f'Done: {dst} holds all {total} outputs.')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

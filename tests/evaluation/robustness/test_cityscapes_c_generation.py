@@ -1,17 +1,23 @@
-"""tools/gen_city_c.py on a tiny synthetic Cityscapes val split."""
+"""Cityscapes-C generation (tools/dataset_converters/gen_city_c.py) on a tiny synthetic
+Cityscapes val split."""
+import subprocess
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from script_loader import load_script
+import synthetic_cityscapes as synthetic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, corrupt, corruption_seed
+from stl_mm.evaluation.robustness.cityscapes_c_generation import generate_city_c
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TOOL = REPO_ROOT / 'tools' / 'dataset_converters' / 'gen_city_c.py'
 
 
-synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
-gen_city_c = load_script(REPO_ROOT / 'tools' / 'gen_city_c.py', 'gen_city_c')
+def _generate(src: Path, dst: Path, corruptions, severities, workers: int = 1) -> int:
+    return generate_city_c(src, dst, corruptions, severities, base_seed=0, workers=workers)
 
 
 @pytest.fixture
@@ -26,9 +32,8 @@ def _relative_files(root: Path):
 
 def test_writes_the_tree_of_corrupted_images_and_rerun_skips_everything(val_dir, tmp_path, capsys):
     dst = tmp_path / 'city_c'
-    args = ['--src', str(val_dir), '--dst', str(dst), '--corruptions', 'gaussian_noise', 'fog',
-            '--severities', '1', '3', '--workers', '2']
-    assert gen_city_c.main(args) == 0
+    args = (val_dir, dst, ['gaussian_noise', 'fog'], [1, 3], 2)
+    assert _generate(*args) == 0
 
     clean = _relative_files(val_dir)
     assert len(clean) == 3
@@ -43,16 +48,16 @@ def test_writes_the_tree_of_corrupted_images_and_rerun_skips_everything(val_dir,
 
     stamps = {p: p.stat().st_mtime_ns for p in dst.rglob('*.png')}
     capsys.readouterr()
-    assert gen_city_c.main(args) == 0
+    assert _generate(*args) == 0
     assert '12 already written, 0 to write' in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in dst.rglob('*.png')} == stamps
 
 
 def test_outputs_are_seeded_per_image_whatever_the_worker_count(val_dir, tmp_path):
     one, two = tmp_path / 'one', tmp_path / 'two'
-    common = ['--src', str(val_dir), '--corruptions', 'shot_noise', 'spatter', '--severities', '2']
-    assert gen_city_c.main(common + ['--dst', str(one), '--workers', '1']) == 0
-    assert gen_city_c.main(common + ['--dst', str(two), '--workers', '2']) == 0
+    common = (['shot_noise', 'spatter'], [2])
+    assert _generate(val_dir, one, *common, workers=1) == 0
+    assert _generate(val_dir, two, *common, workers=2) == 0
     files = _relative_files(one)
     assert files == _relative_files(two)
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
@@ -66,8 +71,17 @@ def test_outputs_are_seeded_per_image_whatever_the_worker_count(val_dir, tmp_pat
     lost = one / files[0]
     original = lost.read_bytes()
     lost.unlink()
-    assert gen_city_c.main(common + ['--dst', str(one), '--workers', '1']) == 0
+    assert _generate(val_dir, one, *common, workers=1) == 0
     assert lost.read_bytes() == original
+
+    # The seed is the one of every corrupted image in stl_mm: corruption_seed of the path
+    # relative to the clean folder.
+    relative = files[0].split('/', 2)[2]
+    clean_rgb = cv2.cvtColor(cv2.imread(str(val_dir / relative)), cv2.COLOR_BGR2RGB)
+    expected = corrupt(clean_rgb, 'shot_noise', 2, corruption_seed(0, relative, 'shot_noise', 2))
+    written = cv2.cvtColor(cv2.imread(str(one / 'shot_noise' / '2' / relative)),
+                           cv2.COLOR_BGR2RGB)
+    assert np.array_equal(written, expected)
 
 
 def test_every_corruption_runs(val_dir, tmp_path):
@@ -76,12 +90,11 @@ def test_every_corruption_runs(val_dir, tmp_path):
     target.parent.mkdir(parents=True)
     target.write_bytes((val_dir / 'lindau' / target.name).read_bytes())
     dst = tmp_path / 'all'
-    assert gen_city_c.main(['--src', str(src), '--dst', str(dst), '--severities', '5',
-                            '--workers', '1']) == 0
-    assert sorted(p.name for p in dst.iterdir()) == sorted(gen_city_c.ALL_CORRUPTIONS)
-    assert len(gen_city_c.ALL_CORRUPTIONS) == 19
+    assert _generate(src, dst, ALL_CORRUPTIONS, [5]) == 0
+    assert sorted(p.name for p in dst.iterdir()) == sorted(ALL_CORRUPTIONS)
+    assert len(ALL_CORRUPTIONS) == 19
     clean = cv2.imread(str(target))
-    for corruption in gen_city_c.ALL_CORRUPTIONS:
+    for corruption in ALL_CORRUPTIONS:
         corrupted = cv2.imread(str(dst / corruption / '5' / 'lindau' / target.name))
         assert corrupted.shape == clean.shape and not np.array_equal(corrupted, clean), corruption
 
@@ -94,8 +107,7 @@ def test_unreadable_inputs_are_named_and_fail_the_run_after_the_rest(val_dir, tm
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b'half a file')
 
-    code = gen_city_c.main(['--src', str(val_dir), '--dst', str(dst), '--corruptions',
-                            'brightness', '--severities', '1', '--workers', '1'])
+    code = _generate(val_dir, dst, ['brightness'], [1])
     assert code == 1
     err = capsys.readouterr().err
     assert str(broken) in err and 'unreadable' in err
@@ -106,9 +118,10 @@ def test_unreadable_inputs_are_named_and_fail_the_run_after_the_rest(val_dir, tm
 
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(SystemExit, match='not a directory'):
-        gen_city_c.main(['--src', str(tmp_path / 'missing'), '--dst', str(tmp_path / 'out')])
+        _generate(tmp_path / 'missing', tmp_path / 'out', ['fog'], [1])
     (tmp_path / 'empty').mkdir()
     with pytest.raises(SystemExit, match='No \\*_leftImg8bit.png'):
-        gen_city_c.main(['--src', str(tmp_path / 'empty'), '--dst', str(tmp_path / 'out')])
-    with pytest.raises(SystemExit):  # argparse: invalid choice
-        gen_city_c.main(['--corruptions', 'rain'])
+        _generate(tmp_path / 'empty', tmp_path / 'out', ['fog'], [1])
+    result = subprocess.run([sys.executable, str(TOOL), '--corruptions', 'rain'],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice: 'rain'" in result.stderr

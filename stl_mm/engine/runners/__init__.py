@@ -1,0 +1,3 @@
+from .robustness_loop import RobustnessCellLoop
+
+__all__ = ['RobustnessCellLoop']
