@@ -11,9 +11,10 @@ from typing import Callable, Dict, Iterable, Optional, Type
 
 #: Codebase package -> (what needs it, how to install it).
 _OPTIONAL_CODEBASES = {
-    'mmseg': ('semantic segmentation (configs/seg, tools/gen_city_c.py, tools/test_city_c.py)',
+    'mmseg': ('semantic segmentation (configs/seg, tools/dataset_converters/gen_city_c.py,'
+              ' tools/analysis_tools/test_city_c.py)',
               "pip install 'mmsegmentation==1.2.2'"),
-    'mmdet': ('object detection (configs/det, tools/test_coco_c.py)',
+    'mmdet': ('object detection (configs/det, tools/analysis_tools/test_coco_c.py)',
               "pip install 'mmdet==3.3.0' pycocotools"),
 }
 ALL_CODEBASES = ('mmpretrain', 'mmseg', 'mmdet')

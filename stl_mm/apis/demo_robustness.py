@@ -1,24 +1,22 @@
-"""The demo's Fashion-MNIST-C evaluation: 15 corruptions x 5 severities on a seeded subset.
+"""The demo's Fashion-MNIST-C: the shared robustness core applied to the demo's models.
 
-Kept apart from :mod:`stl_mm.apis.demo` on purpose: :func:`evaluate_robustness` is the one
-place the demo evaluates corruptions, to be replaced by the package's shared robustness core
-(one cell loop, corruption seed and results file for every benchmark) with the same arguments
-and return structure.
+:func:`~stl_mm.evaluation.robustness.fashion_mnist_c.evaluate_fashion_mnist_c` owns the cells,
+the per-image corruption seed, the results file and the summary; this module only says how the
+demo's in-memory classifiers predict on raw images.
 """
-import time
-from typing import TYPE_CHECKING, Dict, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from mmcv.transforms import Compose
 
-from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, corrupt
-from stl_mm.evaluation.metrics.robustness import summarize_robustness
+from stl_mm.evaluation.robustness.fashion_mnist_c import evaluate_fashion_mnist_c
+from stl_mm.evaluation.robustness.results import RobustnessResults
 
 if TYPE_CHECKING:
     from stl_mm.apis.demo import DemoSizes
 
-__all__ = ['evaluate_robustness', 'summarize_corruptions']
+__all__ = ['evaluate_robustness', 'predict']
 
 
 @torch.no_grad()
@@ -36,15 +34,10 @@ def predict(models: Dict[str, torch.nn.Module], pipeline: Compose, images: Seque
     return {name: np.concatenate(values) for name, values in predictions.items()}
 
 
-def corruption_seed(seed: int, corruption: str, severity: int, index: int) -> int:
-    """A fixed seed per (corruption, severity, test image)."""
-    return (seed * 1_000_003 + BENCHMARK_CORRUPTIONS.index(corruption) * 100_003 +
-            severity * 10_007 + index) % 2**32
-
-
 def evaluate_robustness(models: Dict[str, torch.nn.Module], pipeline: Compose, dataset,
-                        sizes: 'DemoSizes', seed: int) -> dict:
-    """Clean and Fashion-MNIST-C top-1 of each model.
+                        sizes: 'DemoSizes', seed: int,
+                        results: Optional[RobustnessResults] = None) -> dict:
+    """Clean and Fashion-MNIST-C top-1 of each model (see ``evaluate_fashion_mnist_c``).
 
     Args:
         models: Classifiers in eval mode by name.
@@ -52,75 +45,8 @@ def evaluate_robustness(models: Dict[str, torch.nn.Module], pipeline: Compose, d
         dataset: Fashion-MNIST's test set without a pipeline (raw 28x28 grey arrays).
         sizes: ``clean_images`` (None: all) and ``corruption_images`` (the seeded subset).
         seed: Seed of the subsets and of the corruptions.
-
-    Returns:
-        ``test_images``, ``subset_size``, ``subset_indices`` and ``models[name]`` with
-        ``clean_top1``, ``clean_top1_subset``, ``cells`` by ``(corruption, severity)`` and the
-        summary of :func:`summarize_corruptions`.
+        results: The results file finished cells are recorded in (None: kept in memory).
     """
-    rng = np.random.default_rng(seed)
-    all_indices = np.arange(len(dataset))
-    if sizes.clean_images is not None:
-        all_indices = np.sort(rng.choice(len(dataset), sizes.clean_images, replace=False))
-    subset = np.sort(rng.choice(all_indices, min(sizes.corruption_images, len(all_indices)),
-                                replace=False))
-    infos = [dataset.get_data_info(int(index)) for index in all_indices]
-    labels = np.array([int(info['gt_label']) for info in infos])
-    clean_predictions = predict(models, pipeline, [info['img'] for info in infos])
-    in_subset = np.isin(all_indices, subset)
-    subset_images = [info['img'] for info, chosen in zip(infos, in_subset) if chosen]
-    subset_labels = labels[in_subset]
-
-    results = {name: dict(clean_top1=100 * float(np.mean(clean_predictions[name] == labels)),
-                          clean_top1_subset=100 * float(
-                              np.mean(clean_predictions[name][in_subset] == subset_labels)),
-                          cells={}) for name in models}
-    start = time.perf_counter()
-    for corruption in BENCHMARK_CORRUPTIONS:
-        for severity in SEVERITIES:
-            corrupted = [corrupt(image, corruption, severity,
-                                 corruption_seed(seed, corruption, severity, int(index)))
-                         for image, index in zip(subset_images, subset)]
-            predictions = predict(models, pipeline, corrupted)
-            for name in models:
-                results[name]['cells'][(corruption, severity)] = 100 * float(
-                    np.mean(predictions[name] == subset_labels))
-        print(f'[demo] Fashion-MNIST-C: {corruption} done '
-              f'({time.perf_counter() - start:.0f} s)', flush=True)
-    for name in models:
-        results[name].update(
-            summarize_corruptions(results[name]['cells'], results[name]['clean_top1_subset']))
-    return dict(test_images=len(all_indices), subset_size=len(subset),
-                subset_indices=subset.tolist(), models=results)
-
-
-def summarize_corruptions(cells: Dict[tuple, float], clean_top1: float) -> dict:
-    """Per-corruption, per-severity and overall corrupted top-1 and retention.
-
-    Args:
-        cells: Top-1 (%) by ``(corruption, severity)`` for the 15 benchmark corruptions.
-        clean_top1: Clean top-1 (%) on the same images.
-
-    Returns:
-        ``per_corruption[c] = dict(top1, retention)`` (means over severities),
-        ``per_severity[s]`` (mean over corruptions), ``mean_corrupted_top1``, ``retention``
-        (mean corrupted / clean, %) and ``cells`` keyed ``'<corruption>/<severity>'``.
-    """
-    # Retention is undefined (NaN) for a model that gets no clean image right.
-    summary = summarize_robustness(cells, clean_top1 if clean_top1 > 0 else None)
-    return dict(
-        per_corruption={corruption: dict(top1=summary[f'top1/{corruption}'],
-                                         retention=_retention(summary[f'top1/{corruption}'],
-                                                              clean_top1))
-                        for corruption in BENCHMARK_CORRUPTIONS},
-        per_severity={severity: float(np.mean([cells[(corruption, severity)]
-                                               for corruption in BENCHMARK_CORRUPTIONS]))
-                      for severity in SEVERITIES},
-        mean_corrupted_top1=summary['mCA'],
-        retention=summary.get('retention', float('nan')),
-        cells={f'{corruption}/{severity}': value
-               for (corruption, severity), value in cells.items()})
-
-
-def _retention(corrupted: float, clean: float) -> float:
-    return 100 * corrupted / clean if clean > 0 else float('nan')
+    return evaluate_fashion_mnist_c(lambda images: predict(models, pipeline, images),
+                                    list(models), dataset, sizes.corruption_images, seed,
+                                    clean_images=sizes.clean_images, results=results)
