@@ -10,14 +10,12 @@ from mmengine.dataset import pseudo_collate
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from script_loader import load_script
+
+import synthetic_cityscapes as synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs' / 'seg'
 SIZES = {'t': 192, 's': 384, 'b': 448, 'l': 480}  # token width of each FAN-Hybrid preset
-
-
-synthetic = load_script(REPO_ROOT / 'tests' / 'synthetic_cityscapes.py', 'synthetic_cityscapes')
 
 
 def config_path(size: str) -> Path:
