@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from stl_mm.apis.demo import StageRefused, check_seed, demo_sizes, run_demo
+from stl_mm.apis.demo import DemoStageError, check_seed, demo_sizes, run_demo
 from stl_mm.datasets.fashion_mnist import DEFAULT_DATA_DIR
 
 
@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         run_demo(args.work_dir, args.data_dir, sizes, seed=args.seed,
                  skip_training=args.skip_training, quick=args.quick,
                  command=' '.join(['python tools/demo.py', *argv]))
-    except StageRefused as error:
+    except DemoStageError as error:
         sys.exit(str(error))
 
 

@@ -48,8 +48,8 @@ from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, f
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
 from stl_mm.visualization import visualize_token_labels
 
-__all__ = ['DemoSizes', 'FULL', 'QUICK', 'STAGES', 'StageRefused', 'check_seed', 'demo_sizes',
-           'prepare_stages', 'run_demo']
+__all__ = ['DemoSizes', 'DemoStageError', 'FULL', 'QUICK', 'STAGES', 'StageFailed', 'StageRefused',
+           'check_seed', 'demo_sizes', 'prepare_stages', 'run_demo']
 
 #: The repository checkout the package runs from: the demo needs its configs and train tool.
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -66,8 +66,16 @@ MAX_SEED = 2**32 - 1
 MANIFEST = 'demo_manifest.json'
 
 
-class StageRefused(RuntimeError):
+class DemoStageError(RuntimeError):
+    """A stage stopped the demo; the message says which and what to do."""
+
+
+class StageRefused(DemoStageError):
     """An earlier run of a stage cannot be reused with the requested settings."""
+
+
+class StageFailed(DemoStageError):
+    """The training of a stage failed (its child process exited non-zero)."""
 
 
 @dataclass(frozen=True)
@@ -237,9 +245,11 @@ def finished_run(work_dir: str, settings: dict) -> Tuple[Optional[dict], str]:
         ``(None, reason)``.
     """
     path = osp.join(work_dir, MANIFEST)
+    if not osp.isdir(work_dir):
+        return None, f'{work_dir} has no finished run (not trained yet)'
     if not osp.isfile(path):
-        return None, (f'{work_dir} has no finished run (no {MANIFEST}: never trained, killed '
-                      'before it finished, or trained by an older demo)')
+        return None, (f'{work_dir} has no finished run (no {MANIFEST}: killed before it '
+                      'finished, or trained by an older demo)')
     try:
         with open(path) as file:
             manifest = json.load(file)
@@ -267,6 +277,7 @@ def prepare_stages(work_dir: str, data_dir: str, sizes: DemoSizes, seed: int,
     Raises:
         StageRefused: with ``skip_training``, for the first stage that cannot be reused,
             naming it and what differs.
+        StageFailed: when the training of a stage fails.
     """
     manifests: Dict[str, dict] = {}
     timing: Dict[str, float] = {}
@@ -289,8 +300,15 @@ def prepare_stages(work_dir: str, data_dir: str, sizes: DemoSizes, seed: int,
             # Removed first: a run killed from here on leaves no manifest, so it is retrained.
             if osp.isfile(osp.join(stage_dir, MANIFEST)):
                 os.remove(osp.join(stage_dir, MANIFEST))
-            timing[stage.name] = train_stage(stage, stage_dir, data_dir, sizes, seed,
-                                             student_teacher)
+            try:
+                timing[stage.name] = train_stage(stage, stage_dir, data_dir, sizes, seed,
+                                                 student_teacher)
+            except subprocess.CalledProcessError as error:
+                raise StageFailed(
+                    f'Training of {stage.name} failed (tools/train.py exited with '
+                    f'{error.returncode}); its log is in {stage_dir}. Rerunning the same '
+                    'command keeps the stages that finished with these settings and trains '
+                    'this one again from scratch.') from error
             checkpoint = final_checkpoint(stage, stage_dir, sizes)
             manifest = dict(write_manifest(stage_dir, settings, checkpoint),
                             checkpoint=checkpoint)
@@ -373,6 +391,7 @@ def run_demo(work_dir: str = 'work_dirs/demo',
     Raises:
         ValueError: for a seed out of range.
         StageRefused: with ``skip_training``, for a stage that cannot be reused.
+        StageFailed: when the training of a stage fails.
     """
     check_seed(seed)
     if not (osp.isfile(TRAIN_SCRIPT) and osp.isdir(CONFIG_DIR)):

@@ -13,8 +13,8 @@ import torch
 from fashion_mnist_demo import data_dir, demo_config  # noqa: F401
 
 from stl_mm.apis import demo
-from stl_mm.apis.demo import (FULL, MANIFEST, MAX_SEED, QUICK, StageRefused, check_seed,
-                              demo_sizes, load_classifier, prepare_stages, run_demo,
+from stl_mm.apis.demo import (FULL, MANIFEST, MAX_SEED, QUICK, StageFailed, StageRefused,
+                              check_seed, demo_sizes, load_classifier, prepare_stages, run_demo,
                               stage_epochs, write_manifest)
 
 
@@ -114,7 +114,8 @@ def prepare(monkeypatch, work_dir, seed=0, sizes=QUICK, skip_training=False, kil
 
 def test_a_rerun_trains_only_the_stages_that_did_not_finish(monkeypatch, tmp_path, capsys):
     # Killed in stage 2: stage 1 finished (manifest written), stage 2 left a partial run.
-    with pytest.raises(subprocess.CalledProcessError):
+    with pytest.raises(StageFailed, match='^Training of stage2_student failed .* exited with -9'
+                       '.* keeps the stages that finished'):
         prepare(monkeypatch, tmp_path, killed_in='stage2_student')
     assert (tmp_path / 'stage1_token_labeler' / MANIFEST).is_file()
     assert not (tmp_path / 'stage2_student' / MANIFEST).exists()
@@ -122,7 +123,8 @@ def test_a_rerun_trains_only_the_stages_that_did_not_finish(monkeypatch, tmp_pat
     stages, training = prepare(monkeypatch, tmp_path)
     assert training.trained == ['stage2_student', 'baseline']
     assert [stage['trained_now'] for stage in stages.values()] == [False, True, True]
-    assert 'stage1_token_labeler: finished earlier with the same settings' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'stage1_token_labeler: finished earlier with the same settings' in printed
 
     again, training = prepare(monkeypatch, tmp_path)
     assert training.trained == [] and not any(stage['trained_now'] for stage in again.values())
@@ -138,7 +140,7 @@ def test_a_rerun_trains_only_the_stages_that_did_not_finish(monkeypatch, tmp_pat
 def test_skip_training_after_a_run_with_another_seed_is_refused(monkeypatch, tmp_path):
     prepare(monkeypatch, tmp_path, seed=0)
     # A rerun with seed 1 killed in stage 2: stage 1 is of seed 1, stage 2 has no finished run.
-    with pytest.raises(subprocess.CalledProcessError):
+    with pytest.raises(StageFailed):
         prepare(monkeypatch, tmp_path, seed=1, killed_in='stage2_student')
     with pytest.raises(StageRefused, match=r'--skip-training cannot reuse stage '
                        r'stage1_token_labeler: .*seed 1 in the run, 0 requested.*Rerun the demo '
