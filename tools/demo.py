@@ -11,12 +11,15 @@ Examples:
     python tools/demo.py                       # the full demo (about 8 minutes on 2 idle cores)
     python tools/demo.py --quick               # a half-minute smoke run on tiny subsets
     python tools/demo.py --skip-training       # re-evaluate the checkpoints of an earlier run
+
+A rerun retrains only the stages that did not finish with the same settings (each finished
+stage records them in its demo_manifest.json); --skip-training refuses such a stage.
 """
 import argparse
 import sys
 from typing import List, Optional
 
-from stl_mm.apis.demo import demo_sizes, run_demo
+from stl_mm.apis.demo import DemoStageError, check_seed, demo_sizes, run_demo
 from stl_mm.datasets.fashion_mnist import DEFAULT_DATA_DIR
 
 
@@ -30,7 +33,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of training, test subsets, corruptions and Gumbel draws')
     parser.add_argument('--skip-training', action='store_true',
-                        help='reuse the checkpoints already in the work directory')
+                        help='reuse the stages already in the work directory; refuse one that '
+                        'did not finish with these settings')
     parser.add_argument('--train-images', type=int, help='override the training subset size')
     parser.add_argument('--epochs', type=int,
                         help='override the epochs of the student and the baseline')
@@ -44,11 +48,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     try:
         sizes = demo_sizes(args.quick, args.train_images, args.epochs, args.teacher_epochs)
+        check_seed(args.seed)
     except ValueError as error:
         sys.exit(str(error))
-    run_demo(args.work_dir, args.data_dir, sizes, seed=args.seed,
-             skip_training=args.skip_training, quick=args.quick,
-             command=' '.join(['python tools/demo.py', *argv]))
+    try:
+        run_demo(args.work_dir, args.data_dir, sizes, seed=args.seed,
+                 skip_training=args.skip_training, quick=args.quick,
+                 command=' '.join(['python tools/demo.py', *argv]))
+    except DemoStageError as error:
+        sys.exit(str(error))
 
 
 if __name__ == '__main__':

@@ -12,8 +12,17 @@ then writes ``report.md`` and ``report.json`` to the work directory and prints t
 Fashion-MNIST-C top-1 (:mod:`stl_mm.apis.demo_robustness`), the token-label quality of the
 teacher against ground-truth foreground masks, and a Fig. 2-style PNG of the teacher's token
 labels (:mod:`stl_mm.visualization.token_labels`). The command line is ``tools/demo.py``.
+
+Every stage that finishes leaves ``demo_manifest.json`` in its work directory: the settings
+that produced it (seed, sizes, epochs, the resolved config's hash and, for the student, the
+teacher checkpoint's hash) and its final checkpoint's hash. A rerun reuses a stage whose
+manifest matches the requested settings and whose checkpoint is unchanged, and retrains the
+others from scratch (a stage killed mid-way has no manifest: it is retrained, not resumed);
+``--skip-training`` refuses a stage it cannot reuse, so one report never mixes runs.
 """
 import copy
+import hashlib
+import json
 import os
 import os.path as osp
 import platform
@@ -21,7 +30,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +48,8 @@ from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, f
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
 from stl_mm.visualization import visualize_token_labels
 
-__all__ = ['DemoSizes', 'FULL', 'QUICK', 'STAGES', 'demo_sizes', 'run_demo']
+__all__ = ['DemoSizes', 'DemoStageError', 'FULL', 'QUICK', 'STAGES', 'StageFailed', 'StageRefused',
+           'check_seed', 'demo_sizes', 'prepare_stages', 'run_demo']
 
 #: The repository checkout the package runs from: the demo needs its configs and train tool.
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -49,6 +59,23 @@ TRAIN_SCRIPT = osp.join(REPO_ROOT, 'tools', 'train.py')
 # shared machine two OpenMP threads per process are also many times slower than one.
 COMPUTE_THREADS = 1
 THREAD_ENV = {'OMP_NUM_THREADS': str(COMPUTE_THREADS), 'MKL_NUM_THREADS': str(COMPUTE_THREADS)}
+FASHION_MNIST_TRAIN_IMAGES = 60_000
+#: numpy's seed range (mmengine seeds Python, numpy and torch with the same number).
+MAX_SEED = 2**32 - 1
+#: What a finished stage leaves in its work directory (see the module docstring).
+MANIFEST = 'demo_manifest.json'
+
+
+class DemoStageError(RuntimeError):
+    """A stage stopped the demo; the message says which and what to do."""
+
+
+class StageRefused(DemoStageError):
+    """An earlier run of a stage cannot be reused with the requested settings."""
+
+
+class StageFailed(DemoStageError):
+    """The training of a stage failed (its child process exited non-zero)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +123,10 @@ def demo_sizes(quick: bool = False,
     """
     sizes = QUICK if quick else FULL
     if train_images is not None:
-        if train_images < 1:
-            raise ValueError(f'--train-images must be at least 1, got {train_images}.')
+        if not 1 <= train_images <= FASHION_MNIST_TRAIN_IMAGES:
+            raise ValueError(f'--train-images must be at least 1 and at most '
+                             f'{FASHION_MNIST_TRAIN_IMAGES} (the Fashion-MNIST training set), '
+                             f'got {train_images}.')
         sizes = replace(sizes, train_images=train_images)
     for option, field, value in (('--epochs', 'epochs', epochs),
                                  ('--teacher-epochs', 'teacher_epochs', teacher_epochs)):
@@ -105,26 +134,37 @@ def demo_sizes(quick: bool = False,
             continue
         if value < 2:
             raise ValueError(f'{option} must be at least 2: the schedule warms up for one epoch '
-                             'and then decays.')
+                             f'and then decays; got {value}.')
         sizes = replace(sizes, **{field: value})
     return sizes
 
 
+def check_seed(seed: int) -> None:
+    """Refuse a ``--seed`` that numpy (seeded by mmengine with the same number) cannot take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f'--seed must be at least 0 and at most {MAX_SEED} (the seed range of '
+                         f'numpy, which training seeds with it), got {seed}.')
+
+
 # ----------------------------------------------------------------------------- training
-def last_checkpoint(work_dir: str) -> str:
-    """The checkpoint mmengine's CheckpointHook saved last in ``work_dir``."""
-    pointer = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(pointer):
-        raise FileNotFoundError(f'No checkpoint in {work_dir}: run the demo without '
-                                '--skip-training first.')
-    with open(pointer) as file:
-        return file.read().strip()
+def stage_epochs(stage: Stage, sizes: DemoSizes) -> int:
+    """The epochs a stage trains for."""
+    return sizes.teacher_epochs if stage.name == 'stage1_token_labeler' else sizes.epochs
+
+
+def final_checkpoint(stage: Stage, work_dir: str, sizes: DemoSizes) -> str:
+    """The checkpoint of a stage's last epoch, which a finished training leaves."""
+    path = osp.join(work_dir, f'epoch_{stage_epochs(stage, sizes)}.pth')
+    if not osp.isfile(path):
+        raise RuntimeError(f'Training of {stage.name} ended without its final checkpoint '
+                           f'{path}: see the training log in {work_dir}.')
+    return path
 
 
 def train_stage(stage: Stage, work_dir: str, data_dir: str, sizes: DemoSizes, seed: int,
                 teacher_checkpoint: Optional[str] = None) -> float:
     """Train one stage with tools/train.py in a child process; return its wall time."""
-    epochs = sizes.teacher_epochs if stage.name == 'stage1_token_labeler' else sizes.epochs
+    epochs = stage_epochs(stage, sizes)
     options = [
         f'randomness.seed={seed}',
         f'train_cfg.max_epochs={epochs}',
@@ -145,6 +185,137 @@ def train_stage(stage: Stage, work_dir: str, data_dir: str, sizes: DemoSizes, se
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO_ROOT, env=dict(os.environ, **THREAD_ENV))
     return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- stage manifests
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_sha256(config_file: str) -> str:
+    """The SHA-256 of a config resolved with its bases (a change to a base changes it too)."""
+    resolved = Config.fromfile(config_file).to_dict()
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def stage_settings(stage: Stage, sizes: DemoSizes, seed: int,
+                   teacher_checkpoint: Optional[str] = None) -> dict:
+    """Everything that decides what a stage trains: a finished run is reused only for these."""
+    settings = dict(stage=stage.name, seed=seed, train_images=sizes.train_images,
+                    epochs=stage_epochs(stage, sizes), val_images=sizes.clean_images,
+                    config_sha256=config_sha256(osp.join(CONFIG_DIR, stage.config)))
+    if teacher_checkpoint is not None:
+        settings['teacher_checkpoint_sha256'] = file_sha256(teacher_checkpoint)
+    return settings
+
+
+def write_manifest(work_dir: str, settings: dict, checkpoint: str) -> dict:
+    """Record a finished stage, atomically: a kill leaves the old manifest or the new one."""
+    manifest = dict(settings=settings, checkpoint=osp.relpath(checkpoint, work_dir),
+                    checkpoint_sha256=file_sha256(checkpoint))
+    path = osp.join(work_dir, MANIFEST)
+    temporary = f'{path}.tmp'
+    with open(temporary, 'w') as file:
+        json.dump(manifest, file, indent=2)
+        file.write('\n')
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    return manifest
+
+
+def differences(recorded: dict, requested: dict) -> str:
+    """The settings that differ, as 'seed 0 in the run, 1 requested; ...'."""
+    return '; '.join(f'{key} {recorded.get(key)} in the run, {requested.get(key)} requested'
+                     for key in sorted(set(recorded) | set(requested))
+                     if recorded.get(key) != requested.get(key))
+
+
+def finished_run(work_dir: str, settings: dict) -> Tuple[Optional[dict], str]:
+    """The manifest of a finished run of ``settings`` in ``work_dir``, or why there is none.
+
+    Returns:
+        ``(manifest, '')`` when the stage's manifest records exactly ``settings`` and its final
+        checkpoint (``manifest['checkpoint']``, made absolute) is unchanged, else
+        ``(None, reason)``.
+    """
+    path = osp.join(work_dir, MANIFEST)
+    if not osp.isdir(work_dir):
+        return None, f'{work_dir} has no finished run (not trained yet)'
+    if not osp.isfile(path):
+        return None, (f'{work_dir} has no finished run (no {MANIFEST}: killed before it '
+                      'finished, or trained by an older demo)')
+    try:
+        with open(path) as file:
+            manifest = json.load(file)
+        recorded = manifest['settings']
+        checkpoint = osp.join(work_dir, manifest['checkpoint'])
+        checkpoint_hash = manifest['checkpoint_sha256']
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return None, f'its {path} is unreadable ({error!r})'
+    if recorded != settings:
+        return None, f'its run in {work_dir} was trained with other settings: ' + differences(
+            recorded, settings)
+    if not osp.isfile(checkpoint) or file_sha256(checkpoint) != checkpoint_hash:
+        return None, (f'its final checkpoint {checkpoint} is missing or changed since the stage '
+                      'finished')
+    return dict(manifest, checkpoint=checkpoint), ''
+
+
+def prepare_stages(work_dir: str, data_dir: str, sizes: DemoSizes, seed: int,
+                   skip_training: bool = False) -> Tuple[Dict[str, dict], Dict[str, float]]:
+    """Reuse or train every stage; return the stages' manifests and the training wall times.
+
+    A stage is reused when it finished with the requested settings (:func:`finished_run`),
+    otherwise it is trained from scratch (the log says why) and its manifest written after.
+
+    Raises:
+        StageRefused: with ``skip_training``, for the first stage that cannot be reused,
+            naming it and what differs.
+        StageFailed: when the training of a stage fails.
+    """
+    manifests: Dict[str, dict] = {}
+    timing: Dict[str, float] = {}
+    teacher_checkpoint = None
+    for stage in STAGES:
+        stage_dir = osp.join(work_dir, stage.name)
+        student_teacher = teacher_checkpoint if stage.name == 'stage2_student' else None
+        settings = stage_settings(stage, sizes, seed, student_teacher)
+        manifest, reason = finished_run(stage_dir, settings)
+        if manifest is not None:
+            print(f'[demo] {stage.name}: finished earlier with the same settings '
+                  f'({osp.join(stage_dir, MANIFEST)}): not retrained.', flush=True)
+        elif skip_training:
+            raise StageRefused(
+                f'--skip-training cannot reuse stage {stage.name}: {reason}. Rerun the demo '
+                'without --skip-training (it retrains the stages that differ) or use another '
+                '--work-dir.')
+        else:
+            print(f'[demo] {stage.name}: training from scratch: {reason}.', flush=True)
+            # Removed first: a run killed from here on leaves no manifest, so it is retrained.
+            if osp.isfile(osp.join(stage_dir, MANIFEST)):
+                os.remove(osp.join(stage_dir, MANIFEST))
+            try:
+                timing[stage.name] = train_stage(stage, stage_dir, data_dir, sizes, seed,
+                                                 student_teacher)
+            except subprocess.CalledProcessError as error:
+                raise StageFailed(
+                    f'Training of {stage.name} failed (tools/train.py exited with '
+                    f'{error.returncode}); its log is in {stage_dir}. Rerunning the same '
+                    'command keeps the stages that finished with these settings and trains '
+                    'this one again from scratch.') from error
+            checkpoint = final_checkpoint(stage, stage_dir, sizes)
+            manifest = dict(write_manifest(stage_dir, settings, checkpoint),
+                            checkpoint=checkpoint)
+        manifests[stage.name] = dict(manifest, trained_now=stage.name in timing)
+        if stage.name == 'stage1_token_labeler':
+            teacher_checkpoint = manifest['checkpoint']
+    return manifests, timing
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -212,10 +383,17 @@ def run_demo(work_dir: str = 'work_dirs/demo',
         sizes: How much to train and evaluate (:data:`FULL`, :data:`QUICK` or
             :func:`demo_sizes`).
         seed: Seed of training, test subsets, corruptions and Gumbel draws.
-        skip_training: Reuse the checkpoints already in the work directory.
+        skip_training: Reuse the stages already in the work directory; refuse (before any
+            evaluation) when one of them did not finish with the requested settings.
         quick: Whether ``sizes`` come from ``--quick`` (recorded in the report).
         command: The command line, recorded in the report.
+
+    Raises:
+        ValueError: for a seed out of range.
+        StageRefused: with ``skip_training``, for a stage that cannot be reused.
+        StageFailed: when the training of a stage fails.
     """
+    check_seed(seed)
     if not (osp.isfile(TRAIN_SCRIPT) and osp.isdir(CONFIG_DIR)):
         raise FileNotFoundError(
             f'The demo needs the repository checkout the package runs from; {TRAIN_SCRIPT} or '
@@ -229,26 +407,17 @@ def run_demo(work_dir: str = 'work_dirs/demo',
 
     data_source = prepare_fashion_mnist(data_dir)
     print(f'[demo] Fashion-MNIST: {data_source}', flush=True)
-    timing: Dict[str, float] = {}
-    stage_dirs = {stage.name: osp.join(work_dir, stage.name) for stage in STAGES}
-    teacher_checkpoint = None
-    for stage in STAGES:
-        if not skip_training:
-            timing[stage.name] = train_stage(
-                stage, stage_dirs[stage.name], data_dir, sizes, seed,
-                teacher_checkpoint if stage.name == 'stage2_student' else None)
-        if stage.name == 'stage1_token_labeler':
-            teacher_checkpoint = last_checkpoint(stage_dirs[stage.name])
+    stages, timing = prepare_stages(work_dir, data_dir, sizes, seed, skip_training)
+    checkpoints = {name: stage['checkpoint'] for name, stage in stages.items()}
+    teacher_checkpoint = checkpoints['stage1_token_labeler']
 
     print('\n=== Report: clean and corrupted accuracy, token-label quality, figure', flush=True)
     report_start = time.perf_counter()
     configs = {stage.name: Config.fromfile(osp.join(CONFIG_DIR, stage.config))
                for stage in STAGES}
     models = {
-        'baseline': load_classifier(configs['baseline'],
-                                    last_checkpoint(stage_dirs['baseline'])),
-        'student': load_classifier(configs['stage2_student'],
-                                   last_checkpoint(stage_dirs['stage2_student'])),
+        'baseline': load_classifier(configs['baseline'], checkpoints['baseline']),
+        'student': load_classifier(configs['stage2_student'], checkpoints['stage2_student']),
     }
     student_cfg = configs['stage2_student']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -273,7 +442,7 @@ def run_demo(work_dir: str = 'work_dirs/demo',
             parameters=sum(p.numel() for p in models['student'].parameters()),
             cpu_threads=torch.get_num_threads(), machine=f'{platform.machine()}, '
             f'{os.cpu_count()} CPUs visible', **asdict(sizes),
-            checkpoints={name: last_checkpoint(path) for name, path in stage_dirs.items()}),
+            checkpoints=checkpoints, stages=stages),
         timing_s=timing, robustness=robustness, token_labels=token_labels, figure=figure)
     with open(osp.join(work_dir, 'report.md'), 'w') as file:
         file.write(render_markdown(report))

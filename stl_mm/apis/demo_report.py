@@ -72,6 +72,11 @@ def render_markdown(report: dict) -> str:
         f'thread(s) per process plus one data-loading worker ({settings["machine"]}).',
         f'- Model: FAN-ViT `{settings["arch"]}` ({settings["parameters"]:,} parameters), '
         '32x32 inputs, 8x8 tokens.',
+        '- Runs: ' + '; '.join(
+            f'{name} seed {stage["settings"]["seed"]}, '
+            + ('trained in this run' if stage['trained_now'] else 'reused: it finished earlier '
+               'with the same settings') for name, stage in settings['stages'].items())
+        + '. Each stage\'s settings and checkpoint hash are in its `demo_manifest.json`.',
         '- Wall time: ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in timing.items())
         + '.', '',
     ]

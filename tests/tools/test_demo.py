@@ -7,18 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from stl_mm.apis.demo import QUICK
+from stl_mm.apis.demo import QUICK, prepare_stages
 from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / 'tools' / 'demo.py'
 
 
-def test_an_epoch_budget_below_the_warm_up_is_refused(tmp_path):
-    finished = subprocess.run([sys.executable, str(TOOL), '--epochs', '1', '--work-dir',
+# One refusal of demo_sizes and one of check_seed: the others are the same path, tested in
+# tests/apis/test_demo.py (each command here takes seconds of imports).
+@pytest.mark.parametrize('option, value, message', [
+    ('--epochs', '1', '--epochs must be at least 2'),
+    ('--seed', '-1', '--seed must be at least 0'),
+])
+def test_impossible_options_are_refused_before_anything_runs(option, value, message, tmp_path):
+    finished = subprocess.run([sys.executable, str(TOOL), option, value, '--work-dir',
                                str(tmp_path)], capture_output=True, text=True)
     assert finished.returncode != 0
-    assert '--epochs must be at least 2' in finished.stderr
+    # The message is the last line: no traceback after it.
+    assert finished.stderr.splitlines()[-1].startswith(message), finished.stderr[-2000:]
     assert not any(tmp_path.iterdir())
 
 
@@ -92,3 +99,20 @@ def test_quick_demo_end_to_end(tmp_path):
     assert 'Fashion-MNIST:' in printed and 'source:' in report['settings']['data_source']
     assert report['settings']['command'] == f'python tools/demo.py --quick --work-dir {work_dir}'
     assert report['settings']['quick'] and report['settings']['seed'] == 0
+
+    # Every stage recorded its settings; a rerun reuses them, another seed is refused.
+    assert all(stage['trained_now'] and stage['settings']['seed'] == 0
+               for stage in report['settings']['stages'].values())
+    assert 'Runs: stage1_token_labeler seed 0, trained in this run' in markdown
+    stages, timing = prepare_stages(str(work_dir), 'unused', QUICK, 0, skip_training=True)
+    assert timing == {} and not any(stage['trained_now'] for stage in stages.values())
+    assert {name: stage['checkpoint'] for name, stage in stages.items()} == report['settings'][
+        'checkpoints']
+    refused = subprocess.run([sys.executable, str(TOOL), '--quick', '--skip-training', '--seed',
+                              '1', '--work-dir', str(work_dir)], capture_output=True, text=True,
+                             cwd=REPO_ROOT)
+    assert refused.returncode != 0
+    refusal = refused.stderr.splitlines()[-1]
+    assert (refusal.startswith('--skip-training cannot reuse stage stage1_token_labeler')
+            and 'seed 0 in the run, 1 requested' in refusal), refused.stderr[-2000:]
+    assert json.loads((work_dir / 'report.json').read_text()) == report
