@@ -43,6 +43,7 @@ from stl_mm.apis.demo_robustness import evaluate_robustness
 from stl_mm.apis.token_labeler import build_view_dataset, collect_views, load_token_labeler
 from stl_mm.datasets.fashion_mnist import DEFAULT_DATA_DIR, prepare_fashion_mnist
 from stl_mm.evaluation.reports import write_json
+from stl_mm.evaluation.robustness.results import file_sha256
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, foreground_pixels,
                                                    foreground_tokens, token_label_quality)
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
@@ -188,15 +189,6 @@ def train_stage(stage: Stage, work_dir: str, data_dir: str, sizes: DemoSizes, se
 
 
 # ----------------------------------------------------------------------------- stage manifests
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        for block in iter(lambda: file.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def config_sha256(config_file: str) -> str:
     """The SHA-256 of a config resolved with its bases (a change to a base changes it too)."""
     resolved = Config.fromfile(config_file).to_dict()
@@ -218,14 +210,7 @@ def write_manifest(work_dir: str, settings: dict, checkpoint: str) -> dict:
     """Record a finished stage, atomically: a kill leaves the old manifest or the new one."""
     manifest = dict(settings=settings, checkpoint=osp.relpath(checkpoint, work_dir),
                     checkpoint_sha256=file_sha256(checkpoint))
-    path = osp.join(work_dir, MANIFEST)
-    temporary = f'{path}.tmp'
-    with open(temporary, 'w') as file:
-        json.dump(manifest, file, indent=2)
-        file.write('\n')
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    write_json(manifest, osp.join(work_dir, MANIFEST))
     return manifest
 
 

@@ -2,44 +2,17 @@
 import os.path as osp
 from typing import List
 
-from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS, SEVERITIES
-from stl_mm.evaluation.reports import markdown_table, text_table
+from stl_mm.evaluation.reports import Table, render_tables
+from stl_mm.evaluation.robustness.fashion_mnist_c import fashion_mnist_c_tables
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD,
                                                    FOREGROUND_TOKEN_FRACTION)
 
 __all__ = ['report_tables', 'render_markdown', 'print_tables']
 
 
-def report_tables(report: dict) -> List[tuple]:
-    """(title, header, rows) of every table of the report."""
-    robustness = report['robustness']
-    models = robustness['models']
-    names = list(models)
-    tables = []
-    rows = [[name, models[name]['clean_top1'], models[name]['clean_top1_subset'],
-             models[name]['mean_corrupted_top1'], models[name]['retention']] for name in names]
-    tables.append((
-        'Clean and corrupted top-1 (%)',
-        ['model', f'clean top-1 ({robustness["test_images"]} test images)',
-         f'clean top-1 (subset of {robustness["subset_size"]})',
-         'mean corrupted top-1 (15 x 5)', 'retention'], rows))
-    rows = []
-    for corruption in BENCHMARK_CORRUPTIONS:
-        row = [corruption]
-        for name in names:
-            cell = models[name]['per_corruption'][corruption]
-            row += [cell['top1'], cell['retention']]
-        rows.append(row)
-    rows.append(['**mean**'] + [value for name in names for value in (
-        models[name]['mean_corrupted_top1'], models[name]['retention'])])
-    header = ['corruption'] + [f'{name} {what}' for name in names
-                               for what in ('top-1', 'retention')]
-    tables.append((f'Fashion-MNIST-C per corruption (mean over severities 1-5, '
-                   f'{robustness["subset_size"]} test images), %', header, rows))
-    rows = [[str(severity)] + [models[name]['per_severity'][severity] for name in names]
-            for severity in SEVERITIES]
-    tables.append(('Fashion-MNIST-C per severity (mean over the 15 corruptions), top-1 %',
-                   ['severity'] + names, rows))
+def report_tables(report: dict) -> List[Table]:
+    """Every table of the report: the Fashion-MNIST-C ones, then the token-label quality."""
+    tables = fashion_mnist_c_tables(report['robustness'])
     quality = report['token_labels']
     rows = []
     for view, modes in quality['views'].items():
@@ -48,7 +21,7 @@ def report_tables(report: dict) -> List[tuple]:
             rows.append([view, label] + [100 * metrics[key] for key in (
                 'precision', 'recall', 'iou')] + [metrics['confidence_correct'],
                                                   metrics['confidence_wrong']])
-    tables.append((
+    tables.append(Table(
         f'Token-label quality of the stage-1 teacher ({quality["images"]} test images, '
         f'{quality["grid"][0]}x{quality["grid"][1]} tokens), "token labelled as the image\'s '
         'class" vs ground-truth foreground tokens',
@@ -80,8 +53,7 @@ def render_markdown(report: dict) -> str:
         '- Wall time: ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in timing.items())
         + '.', '',
     ]
-    for title, header, rows in report_tables(report):
-        lines += [f'## {title}', '', markdown_table(header, rows), '']
+    lines += [render_tables(report_tables(report)).rstrip('\n'), '']
     lines += [
         '## Token labels of the teacher (Fig. 2 style)', '',
         f'![token labels]({osp.basename(report["figure"])})', '',
@@ -110,5 +82,4 @@ def render_markdown(report: dict) -> str:
 
 def print_tables(report: dict) -> None:
     """Print every table of the report as plain text."""
-    for title, header, rows in report_tables(report):
-        print(f'\n{title}\n{text_table(header, rows)}')
+    print('\n' + render_tables(report_tables(report), style='text'), end='')

@@ -99,6 +99,8 @@ def write_bytes(data: bytes, path: str) -> None:
     try:
         with os.fdopen(handle, 'wb') as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         if osp.exists(temporary):
