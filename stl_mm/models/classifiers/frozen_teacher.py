@@ -60,6 +60,7 @@ class FrozenTeacher:
             CheckpointMismatchError: It does not fit the teacher config.
             ValueError: It holds non-finite weights.
         """
+        check_teacher_settings(model_cfg, checkpoint, use_ema)
         if '://' not in checkpoint and not osp.exists(checkpoint):
             raise CheckpointReadError(checkpoint,
                                       f'no such file. {missing_teacher_hint(checkpoint)}')
@@ -111,6 +112,17 @@ class FrozenTeacher:
                 'The teacher must return token logits (N, K, h, w), or a tuple ending with '
                 f'them; got {shape}. For a TokenLabelingClassifier teacher, set '
                 f'with_token_head=True in its head ({TEACHER_CONFIG_KEY}.model.head).')
+        # Non-finite logits would become one label for every token (argmax) and train the
+        # student with a finite loss: stop instead.
+        if not torch.isfinite(token_logits).all():
+            bad = int((~torch.isfinite(token_logits)).sum())
+            raise FloatingPointError(
+                f'The teacher loaded from {self.checkpoint} returned non-finite token logits '
+                f'(NaN or inf in {bad} of {token_logits.numel()} values): it would give every '
+                'token the same label. Its weights were finite when loaded, so it overflows '
+                'on these images: check the teacher view (data_preprocessor, the DualView '
+                'transform), train without --amp (float16 overflow), or point '
+                f'{TEACHER_CONFIG_KEY}.checkpoint at another checkpoint.')
         return token_logits
 
     def describe(self) -> str:
@@ -122,6 +134,19 @@ class FrozenTeacher:
 
     def __deepcopy__(self, memo: dict) -> 'FrozenTeacher':
         return self
+
+
+def check_teacher_settings(model: object, checkpoint: object, use_ema: object) -> None:
+    """Refuse teacher settings of the wrong kind, naming the config option."""
+    if not isinstance(model, dict):
+        raise TypeError(f'{TEACHER_CONFIG_KEY}.model must be a model config dict, got '
+                        f'{type(model).__name__}.')
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        raise ValueError(f'{TEACHER_CONFIG_KEY}.checkpoint must be a non-empty str (the '
+                         f'teacher checkpoint file), got {checkpoint!r}.')
+    if not isinstance(use_ema, bool):
+        raise TypeError(f'{TEACHER_CONFIG_KEY}.use_ema must be a bool (True: EMA weights '
+                        f'when the checkpoint has them), got {use_ema!r}.')
 
 
 def missing_teacher_hint(checkpoint: str) -> str:

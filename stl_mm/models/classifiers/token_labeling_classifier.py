@@ -8,6 +8,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from stl_mm.models.heads import TokenLabelingHead
+from stl_mm.models.losses.gumbel_token_label_loss import check_number
 from stl_mm.registry import register
 from .frozen_teacher import TEACHER_CONFIG_KEY, FrozenTeacher
 
@@ -73,6 +74,7 @@ class TokenLabelingClassifier(ImageClassifier):
         if mode not in MODES:
             raise ValueError(f'TokenLabelingClassifier: mode must be one of {MODES}, '
                              f'got {mode!r}.')
+        labeler_weight = check_number('labeler_weight', labeler_weight)
         # The head's in_channels is the backbone's width (filled in, or checked when given).
         backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(backbone)
         head = TokenLabelingHead.fit_to_backbone(head, backbone)
