@@ -44,9 +44,16 @@ class _GuardedOptimizer:
         # One fused norm over all gradients and one host sync per step: the cheap check.
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if not torch.isfinite(norm):
-            self.grad_norm = float(norm)
+            self.grad_norm = self._norm_before_clipping(float(norm))
             for param in params:  # optimizers skip parameters without gradients: no update
                 param.grad = None
+
+    def _norm_before_clipping(self, norm: float) -> float:
+        """The norm mmengine's ``clip_grad`` (by norm) logged for this step, else ``norm``:
+        clipping by an infinite norm turns the gradients into NaN."""
+        if self.wrapper.clip_grad_kwargs and getattr(self.wrapper, 'grad_name', '') == 'grad_norm':
+            return self.wrapper.message_hub.get_scalar('train/grad_norm').current()
+        return norm
 
     def skipped(self) -> bool:
         """Whether the loss scaler skipped a step this iteration."""

@@ -95,8 +95,9 @@ class _Corrupt(Hook):
 
 
 def _tiny_runner(tmp_path: Path, corrupt: _Corrupt, **options):
-    cfg = prepare_config(str(TINY_CONFIG), str(tmp_path / 'work'),
-                         dict(_data_options(make_image_folder(tmp_path / 'img')), **options))
+    options = dict(_data_options(make_image_folder(tmp_path / 'img')),
+                   **{'train_cfg.val_interval': 10}, **options)  # no validation: faster
+    cfg = prepare_config(str(TINY_CONFIG), str(tmp_path / 'work'), options)
     runner = build_runner(cfg)
     runner.register_hook(corrupt)
     return runner
@@ -116,14 +117,17 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
 
 
-def test_an_infinite_gradient_norm_drops_the_step_and_stops(tmp_path):
+@pytest.mark.parametrize('clip_grad', [None, dict(max_norm=1.0)])
+def test_an_infinite_gradient_norm_drops_the_step_and_stops(tmp_path, clip_grad):
     corrupt = _Corrupt(grad_iter=3)
-    runner = _tiny_runner(tmp_path, corrupt, **{'optim_wrapper.clip_grad': None})
+    runner = _tiny_runner(tmp_path, corrupt, **{'optim_wrapper.clip_grad': clip_grad})
     with pytest.raises(NonFiniteTrainingError) as error:
         runner.train()
     message = str(error.value)
     assert 'training stopped at iteration 3 (epoch 1)' in message
+    # With clip_grad, the norm before clipping (clipping by it made the gradients NaN).
     assert 'gradient norm inf (the optimizer step was not applied)' in message
+    assert f'optim_wrapper.clip_grad (now {clip_grad};' in message
     terms = re.search(r'Loss terms: (.*?)\. Learning rate: 0\.001\.', message).group(1)
     assert all(float(value) == float(value) for value in re.findall(r'=(\S+?)(?:,|$)', terms))
     # The weights are still those before the step; no checkpoint was saved in epoch 1.
