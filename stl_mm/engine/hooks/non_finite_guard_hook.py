@@ -157,7 +157,7 @@ class NonFiniteGuardHook(Hook):
         if get_world_size() > 1:
             all_reduce(stop, op='max')
         if stop.item():
-            raise NonFiniteTrainingError(self._stop_message(runner, losses, problems))
+            raise NonFiniteTrainingError(self._stop_message(runner, batch_idx, losses, problems))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Refuse to write a checkpoint holding non-finite weights (raw or EMA)."""
@@ -173,10 +173,11 @@ class NonFiniteGuardHook(Hook):
                 'the checkpoints saved before are kept; resume or start from the latest of '
                 f'them after fixing the cause. Look at: {self._switches(runner)}.')
 
-    def _stop_message(self, runner, losses: Dict[str, float], problems: List[str]) -> str:
+    def _stop_message(self, runner, batch_idx: int, losses: Dict[str, float],
+                      problems: List[str]) -> str:
         where = f'iteration {runner.iter + 1}'
         if hasattr(runner.train_loop, 'max_epochs'):
-            where += f' (epoch {runner.epoch + 1})'
+            where += f' (epoch {runner.epoch + 1}, its iteration {batch_idx + 1})'
         terms = ', '.join(f'{key}={_format_number(value)}' for key, value in losses.items())
         rates = sorted({lr for wrapper in self._optimizers
                         for lr in wrapper.wrapper.get_lr()['lr']})

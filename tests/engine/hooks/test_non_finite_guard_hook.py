@@ -56,12 +56,12 @@ def test_train_py_stops_a_diverging_stage1_run_and_keeps_the_good_checkpoint(tmp
     assert result.returncode == 1, log[-4000:]
     assert 'Traceback' not in log
     stop = re.search(r'tools/train\.py: NonFiniteGuardHook: training stopped at iteration '
-                     r'(\d+) \(epoch (\d+)\) of .*?: (.*?)\. Loss terms: (.*?)\. Learning rate: '
+                     r'(\d+) \(epoch (\d+), its iteration (\d+)\) of .*?: (.*?)\. Loss terms: (.*?)\. Learning rate: '
                      r'(\S+)\. No checkpoint was written from this iteration', log)
     assert stop, log[-4000:]
-    iteration, epoch = int(stop.group(1)), int(stop.group(2))
-    assert epoch >= 2 and iteration > 4 and stop.group(5) == '1e+06'
-    assert re.fullmatch(r'loss=\S+, loss_cls=\S+, loss_token=\S+', stop.group(4))
+    iteration, epoch, in_epoch = (int(stop.group(i)) for i in (1, 2, 3))
+    assert epoch >= 2 and iteration == 4 * (epoch - 1) + in_epoch and stop.group(6) == '1e+06'
+    assert re.fullmatch(r'loss=\S+, loss_cls=\S+, loss_token=\S+', stop.group(5))
     for switch in ('optim_wrapper.optimizer.lr', 'optim_wrapper.clip_grad (now None',
                    'model.labeler_weight'):
         assert switch in log
@@ -124,7 +124,7 @@ def test_an_infinite_gradient_norm_drops_the_step_and_stops(tmp_path, clip_grad)
     with pytest.raises(NonFiniteTrainingError) as error:
         runner.train()
     message = str(error.value)
-    assert 'training stopped at iteration 3 (epoch 1)' in message
+    assert 'training stopped at iteration 3 (epoch 1, its iteration 3)' in message
     # With clip_grad, the norm before clipping (clipping by it made the gradients NaN).
     assert 'gradient norm inf (the optimizer step was not applied)' in message
     assert f'optim_wrapper.clip_grad (now {clip_grad};' in message
