@@ -1,7 +1,7 @@
 """Hook that stops training at the first non-finite loss or gradient norm and refuses to save
 non-finite weights."""
 import math
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.dist import all_reduce, get_world_size
@@ -9,6 +9,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
+from stl_mm.models.classifiers.frozen_teacher import non_finite_tensors
 from stl_mm.registry import register
 
 
@@ -68,13 +69,6 @@ def _optim_wrappers(optim_wrapper: OptimWrapper) -> List[OptimWrapper]:
 
 def _format_number(value: float) -> str:
     return f'{value:.4g}'
-
-
-def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
-    """Keys of the floating-point tensors of ``state_dict`` holding NaN or inf."""
-    return [key for key, value in state_dict.items()
-            if isinstance(value, torch.Tensor) and value.is_floating_point()
-            and not torch.isfinite(value).all()]
 
 
 @register('HOOKS')

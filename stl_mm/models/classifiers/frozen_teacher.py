@@ -2,7 +2,7 @@
 import copy
 import glob
 import os.path as osp
-from typing import Optional
+from typing import List, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -71,8 +71,7 @@ class FrozenTeacher:
 
     def check_finite(self) -> None:
         """Refuse non-finite weights: such a teacher gives every token the same label."""
-        bad = [key for key, value in self.module.state_dict().items()
-               if value.is_floating_point() and not torch.isfinite(value).all()]
+        bad = non_finite_tensors(self.module.state_dict())
         if bad:
             raise ValueError(
                 f'Teacher checkpoint {self.checkpoint} holds non-finite weights (NaN or inf) in '
@@ -134,6 +133,13 @@ class FrozenTeacher:
 
     def __deepcopy__(self, memo: dict) -> 'FrozenTeacher':
         return self
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """Keys of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [key for key, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not torch.isfinite(value).all()]
 
 
 def check_teacher_settings(model: object, checkpoint: object, use_ema: object) -> None:

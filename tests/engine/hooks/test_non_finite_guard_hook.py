@@ -56,8 +56,9 @@ def test_train_py_stops_a_diverging_stage1_run_and_keeps_the_good_checkpoint(tmp
     assert result.returncode == 1, log[-4000:]
     assert 'Traceback' not in log
     stop = re.search(r'tools/train\.py: NonFiniteGuardHook: training stopped at iteration '
-                     r'(\d+) \(epoch (\d+), its iteration (\d+)\) of .*?: (.*?)\. Loss terms: (.*?)\. Learning rate: '
-                     r'(\S+)\. No checkpoint was written from this iteration', log)
+                     r'(\d+) \(epoch (\d+), its iteration (\d+)\) of .*?: (.*?)\. '
+                     r'Loss terms: (.*?)\. Learning rate: (\S+)\. '
+                     r'No checkpoint was written from this iteration', log)
     assert stop, log[-4000:]
     iteration, epoch, in_epoch = (int(stop.group(i)) for i in (1, 2, 3))
     assert epoch >= 2 and iteration == 4 * (epoch - 1) + in_epoch and stop.group(6) == '1e+06'
@@ -181,7 +182,7 @@ def test_amp_skipped_steps_are_normal_but_a_run_that_keeps_skipping_stops():
 
 def test_without_amp_the_first_non_finite_loss_stops():
     model = torch.nn.Linear(2, 1)
-    runner = _toy_runner(model, OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    runner = _toy_runner(model, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
     hook = NonFiniteGuardHook()
     hook.before_train(runner)
     _train_steps(hook, runner, model, [1.0, 2.0])
