@@ -26,8 +26,9 @@ class FrozenTeacher:
       first): a checkpoint of another size stops with the project's fit message.
     * Frozen (no parameter requires gradients) and in eval mode at every forward, which runs
       under ``torch.inference_mode`` and the surrounding autocast.
-    * Checked: all weights finite (a NaN / inf checkpoint is refused, naming the file), and the
-      same class count as the student (:meth:`check_student`).
+    * Checked: all weights finite (a NaN / inf checkpoint is refused, naming the file), the
+      same class count as the student (:meth:`check_student`), and finite token logits at
+      every forward (non-finite ones stop training, naming the file).
     * Outside the student: the student holds this object in a plain attribute, so the teacher
       is not a submodule: not in ``parameters()`` / ``state_dict()`` (so not in the optimizer
       or the saved checkpoints), not moved by ``.to()``, not wrapped by DDP; ``deepcopy`` of

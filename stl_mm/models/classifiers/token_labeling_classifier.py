@@ -51,7 +51,8 @@ class TokenLabelingClassifier(ImageClassifier):
         backbone: Backbone config, normally ``FAN`` with ``dense=False``.
         head: Head config, a ``TokenLabelingHead``.
         mode: ``'plain'``, ``'labeler'`` or ``'student'``. Defaults to ``'plain'``.
-        labeler_weight: Weight alpha of the stage-1 token term. Defaults to 1.
+        labeler_weight: Weight alpha of the stage-1 token term, a finite number >= 0.
+            Defaults to 1.
         token_loss: Config of the stage-2 token loss. Defaults to ``GumbelTokenLabelLoss``.
         eval_with_token_logits: Predict with the official ``cls + 0.5 * max over tokens``
             variant (sets the head's option). Defaults to False.

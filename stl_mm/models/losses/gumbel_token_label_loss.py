@@ -76,9 +76,9 @@ class GumbelTokenLabelLoss(nn.Module):
         mode: How teacher logits become targets: ``'gumbel'``, ``'argmax'`` or
             ``'softmax'``. Defaults to ``'gumbel'``.
         tau: Gumbel-softmax temperature (``mode='gumbel'`` only; kept for the official
-            option set, a hard sample is the same for every ``tau``). Defaults to 1.
-        label_smoothing: Smoothing ``eps`` of hard targets. Defaults to 0.1.
-        loss_weight: Weight ``beta`` of the dense loss. Defaults to 1.
+            option set, a hard sample is the same for every ``tau``); > 0. Defaults to 1.
+        label_smoothing: Smoothing ``eps`` of hard targets, in [0, 1). Defaults to 0.1.
+        loss_weight: Weight ``beta`` of the dense loss, >= 0. Defaults to 1.
         token_label_mix: ``'none'`` or ``'aligned'`` (see above). Defaults to ``'none'``.
     """
 
