@@ -43,7 +43,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, args.resume
     try:
         build_runner(cfg).train()
-    except CheckpointError as error:
+    except (CheckpointError, FloatingPointError) as error:  # FloatingPointError: diverged
         raise SystemExit(f'tools/train.py: {error}')
 
 

@@ -99,7 +99,9 @@ def build_runner(cfg: Config) -> Runner:
     :class:`~stl_mm.engine.hooks.LoadCheckpointHook`, not by mmengine's non-strict loader;
     the config's ``load_from_reinit`` (key prefixes, e.g. ``'head.'``) names the keys allowed
     to differ, which keep their initial values and are logged. A resumed run (``resume``)
-    keeps mmengine's resume.
+    keeps mmengine's resume. Every run gets a :class:`~stl_mm.engine.hooks.NonFiniteGuardHook`
+    (stop at the first non-finite loss, never save non-finite weights) unless the config
+    lists one.
     """
     reinit = cfg.pop('load_from_reinit', ())
     if cfg.get('load_from') and not cfg.get('resume'):
@@ -113,6 +115,9 @@ def build_runner(cfg: Config) -> Runner:
                          + ('the run resumes (resume=True).' if cfg.get('resume') else
                             'load_from is not set.') + ' Set load_from=PATH, or drop '
                          'load_from_reinit.')
+    hooks = [*(cfg.get('custom_hooks') or []), *(cfg.get('default_hooks') or {}).values()]
+    if not any(isinstance(h, dict) and h.get('type') == 'NonFiniteGuardHook' for h in hooks):
+        cfg.custom_hooks = [*(cfg.get('custom_hooks') or []), dict(type='NonFiniteGuardHook')]
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     from mmengine.registry import RUNNERS

@@ -5,7 +5,7 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from stl_mm.models.classifiers.frozen_teacher import FrozenTeacher
+from stl_mm.models.classifiers.frozen_teacher import FrozenTeacher, check_teacher_settings
 from stl_mm.registry import register
 
 
@@ -42,9 +42,7 @@ class FrozenTeacherHook(Hook):
     priority = 'ABOVE_NORMAL'  # before EMAHook (NORMAL)
 
     def __init__(self, model: dict, checkpoint: str, use_ema: bool = True) -> None:
-        if not isinstance(model, dict):
-            raise TypeError('FrozenTeacherHook: model must be a model config dict, got '
-                            f'{type(model).__name__}.')
+        check_teacher_settings(model, checkpoint, use_ema)
         self.model_cfg = copy.deepcopy(model)
         self.checkpoint = checkpoint
         self.use_ema = use_ema

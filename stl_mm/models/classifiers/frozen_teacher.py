@@ -2,7 +2,7 @@
 import copy
 import glob
 import os.path as osp
-from typing import Optional
+from typing import List, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -26,8 +26,9 @@ class FrozenTeacher:
       first): a checkpoint of another size stops with the project's fit message.
     * Frozen (no parameter requires gradients) and in eval mode at every forward, which runs
       under ``torch.inference_mode`` and the surrounding autocast.
-    * Checked: all weights finite (a NaN / inf checkpoint is refused, naming the file), and the
-      same class count as the student (:meth:`check_student`).
+    * Checked: all weights finite (a NaN / inf checkpoint is refused, naming the file), the
+      same class count as the student (:meth:`check_student`), and finite token logits at
+      every forward (non-finite ones stop training, naming the file).
     * Outside the student: the student holds this object in a plain attribute, so the teacher
       is not a submodule: not in ``parameters()`` / ``state_dict()`` (so not in the optimizer
       or the saved checkpoints), not moved by ``.to()``, not wrapped by DDP; ``deepcopy`` of
@@ -60,6 +61,7 @@ class FrozenTeacher:
             CheckpointMismatchError: It does not fit the teacher config.
             ValueError: It holds non-finite weights.
         """
+        check_teacher_settings(model_cfg, checkpoint, use_ema)
         if '://' not in checkpoint and not osp.exists(checkpoint):
             raise CheckpointReadError(checkpoint,
                                       f'no such file. {missing_teacher_hint(checkpoint)}')
@@ -70,8 +72,7 @@ class FrozenTeacher:
 
     def check_finite(self) -> None:
         """Refuse non-finite weights: such a teacher gives every token the same label."""
-        bad = [key for key, value in self.module.state_dict().items()
-               if value.is_floating_point() and not torch.isfinite(value).all()]
+        bad = non_finite_tensors(self.module.state_dict())
         if bad:
             raise ValueError(
                 f'Teacher checkpoint {self.checkpoint} holds non-finite weights (NaN or inf) in '
@@ -111,6 +112,17 @@ class FrozenTeacher:
                 'The teacher must return token logits (N, K, h, w), or a tuple ending with '
                 f'them; got {shape}. For a TokenLabelingClassifier teacher, set '
                 f'with_token_head=True in its head ({TEACHER_CONFIG_KEY}.model.head).')
+        # Non-finite logits would become one label for every token (argmax) and train the
+        # student with a finite loss: stop instead.
+        if not torch.isfinite(token_logits).all():
+            bad = int((~torch.isfinite(token_logits)).sum())
+            raise FloatingPointError(
+                f'The teacher loaded from {self.checkpoint} returned non-finite token logits '
+                f'(NaN or inf in {bad} of {token_logits.numel()} values): it would give every '
+                'token the same label. Its weights were finite when loaded, so it overflows '
+                'on these images: check the teacher view (data_preprocessor, the DualView '
+                'transform), train without --amp (float16 overflow), or point '
+                f'{TEACHER_CONFIG_KEY}.checkpoint at another checkpoint.')
         return token_logits
 
     def describe(self) -> str:
@@ -122,6 +134,26 @@ class FrozenTeacher:
 
     def __deepcopy__(self, memo: dict) -> 'FrozenTeacher':
         return self
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """Keys of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [key for key, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not torch.isfinite(value).all()]
+
+
+def check_teacher_settings(model: object, checkpoint: object, use_ema: object) -> None:
+    """Refuse teacher settings of the wrong kind, naming the config option."""
+    if not isinstance(model, dict):
+        raise TypeError(f'{TEACHER_CONFIG_KEY}.model must be a model config dict, got '
+                        f'{type(model).__name__}.')
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        raise ValueError(f'{TEACHER_CONFIG_KEY}.checkpoint must be a non-empty str (the '
+                         f'teacher checkpoint file), got {checkpoint!r}.')
+    if not isinstance(use_ema, bool):
+        raise TypeError(f'{TEACHER_CONFIG_KEY}.use_ema must be a bool (True: EMA weights '
+                        f'when the checkpoint has them), got {use_ema!r}.')
 
 
 def missing_teacher_hint(checkpoint: str) -> str:

@@ -8,6 +8,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from stl_mm.models.heads import TokenLabelingHead
+from stl_mm.models.losses.gumbel_token_label_loss import check_number
 from stl_mm.registry import register
 from .frozen_teacher import TEACHER_CONFIG_KEY, FrozenTeacher
 
@@ -50,7 +51,8 @@ class TokenLabelingClassifier(ImageClassifier):
         backbone: Backbone config, normally ``FAN`` with ``dense=False``.
         head: Head config, a ``TokenLabelingHead``.
         mode: ``'plain'``, ``'labeler'`` or ``'student'``. Defaults to ``'plain'``.
-        labeler_weight: Weight alpha of the stage-1 token term. Defaults to 1.
+        labeler_weight: Weight alpha of the stage-1 token term, a finite number >= 0.
+            Defaults to 1.
         token_loss: Config of the stage-2 token loss. Defaults to ``GumbelTokenLabelLoss``.
         eval_with_token_logits: Predict with the official ``cls + 0.5 * max over tokens``
             variant (sets the head's option). Defaults to False.
@@ -73,6 +75,7 @@ class TokenLabelingClassifier(ImageClassifier):
         if mode not in MODES:
             raise ValueError(f'TokenLabelingClassifier: mode must be one of {MODES}, '
                              f'got {mode!r}.')
+        labeler_weight = check_number('labeler_weight', labeler_weight)
         # The head's in_channels is the backbone's width (filled in, or checked when given).
         backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(backbone)
         head = TokenLabelingHead.fit_to_backbone(head, backbone)

@@ -3,6 +3,7 @@
 A frozen teacher gives per-token class logits; this loss turns them into one target
 distribution per student token and averages the soft cross-entropy over all tokens.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -14,6 +15,31 @@ from stl_mm.registry import register
 
 TARGET_MODES = ('gumbel', 'argmax', 'softmax')
 TOKEN_LABEL_MIXES = ('none', 'aligned')
+
+
+def check_number(option: str, value: object, minimum: float = 0.0, positive: bool = False,
+                 below: Optional[float] = None) -> float:
+    """Refuse a loss option that is no finite number in its range, in the option's words.
+
+    Args:
+        option: The option as the config writes it, e.g. ``'token_loss.loss_weight'``.
+        value: The value given.
+        minimum: The smallest value allowed. Defaults to 0.
+        positive: Exclude ``minimum`` itself (``> minimum`` instead of ``>=``).
+        below: Exclusive upper bound, if any.
+
+    Returns:
+        The value as a float.
+    """
+    bound = f'> {minimum:g}' if positive else f'>= {minimum:g}'
+    if below is not None:
+        bound += f' and < {below:g}'
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else None
+    if number is None or not math.isfinite(number) or number < minimum or (
+            positive and number == minimum) or (below is not None and number >= below):
+        raise ValueError(f'{option} must be a finite number {bound}, got {value!r}.')
+    return number
 
 
 @register(codebases=('mmpretrain', ))
@@ -50,9 +76,9 @@ class GumbelTokenLabelLoss(nn.Module):
         mode: How teacher logits become targets: ``'gumbel'``, ``'argmax'`` or
             ``'softmax'``. Defaults to ``'gumbel'``.
         tau: Gumbel-softmax temperature (``mode='gumbel'`` only; kept for the official
-            option set, a hard sample is the same for every ``tau``). Defaults to 1.
-        label_smoothing: Smoothing ``eps`` of hard targets. Defaults to 0.1.
-        loss_weight: Weight ``beta`` of the dense loss. Defaults to 1.
+            option set, a hard sample is the same for every ``tau``); > 0. Defaults to 1.
+        label_smoothing: Smoothing ``eps`` of hard targets, in [0, 1). Defaults to 0.1.
+        loss_weight: Weight ``beta`` of the dense loss, >= 0. Defaults to 1.
         token_label_mix: ``'none'`` or ``'aligned'`` (see above). Defaults to ``'none'``.
     """
 
@@ -69,15 +95,12 @@ class GumbelTokenLabelLoss(nn.Module):
         if token_label_mix not in TOKEN_LABEL_MIXES:
             raise ValueError('GumbelTokenLabelLoss: token_label_mix must be one of '
                              f'{TOKEN_LABEL_MIXES}, got {token_label_mix!r}.')
-        if tau <= 0:
-            raise ValueError(f'GumbelTokenLabelLoss: tau must be positive, got {tau}.')
-        if not 0 <= label_smoothing < 1:
-            raise ValueError('GumbelTokenLabelLoss: label_smoothing must be in [0, 1), got '
-                             f'{label_smoothing}.')
+        # The student configs set these as model.token_loss.<option>.
+        self.tau = check_number('token_loss.tau', tau, positive=True)
+        self.label_smoothing = check_number('token_loss.label_smoothing', label_smoothing,
+                                            below=1.0)
+        self.loss_weight = check_number('token_loss.loss_weight', loss_weight)
         self.mode = mode
-        self.tau = tau
-        self.label_smoothing = label_smoothing
-        self.loss_weight = loss_weight
         self.token_label_mix = token_label_mix
         self._resize_logged = False
 

@@ -7,6 +7,7 @@ import torch
 from mmpretrain.registry import MODELS
 
 import stl_mm  # noqa: F401
+from stl_mm.engine.hooks import FrozenTeacherHook
 from stl_mm.models.backbones.fan_checkpoint import CheckpointMismatchError, CheckpointReadError
 from stl_mm.models.classifiers import FrozenTeacher
 from stl_mm.models.classifiers.frozen_teacher import missing_teacher_hint
@@ -91,3 +92,23 @@ def test_missing_teacher_names_commands_and_configs_that_exist(checkpoint, comma
     configs = re.findall(r'configs/[\w/]+\.py', message)
     assert configs and all((REPO / config).is_file() for config in configs), configs
     assert missing_teacher_hint(checkpoint) in message
+
+
+@pytest.mark.parametrize('settings,error,expected', [
+    (dict(checkpoint=''), ValueError,
+     "default_hooks.teacher.checkpoint must be a non-empty str (the teacher checkpoint file), "
+     "got ''."),
+    (dict(checkpoint=None), ValueError, 'default_hooks.teacher.checkpoint must be a non-empty str'),
+    (dict(use_ema='False'), TypeError,
+     "default_hooks.teacher.use_ema must be a bool (True: EMA weights when the checkpoint has "
+     "them), got 'False'."),
+    (dict(model='fan_tiny'), TypeError,
+     'default_hooks.teacher.model must be a model config dict, got str.'),
+])
+def test_impossible_teacher_settings_are_refused_before_loading(settings, error, expected):
+    arguments = dict(dict(model=teacher_cfg(), checkpoint='teacher.pth', use_ema=True),
+                     **settings)
+    for build in (FrozenTeacherHook, FrozenTeacher.from_config):
+        with pytest.raises(error) as raised:
+            build(*arguments.values())
+        assert str(raised.value).startswith(expected), build

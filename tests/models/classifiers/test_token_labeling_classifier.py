@@ -1,5 +1,6 @@
 """TokenLabelingClassifier: modes, official loss parity, the detached teacher, official loads."""
 import copy
+import re
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from mmpretrain.structures import DataSample
 import stl_mm  # noqa: F401
 from stl_mm.models.backbones import FAN
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint, stl_mm_to_official
-from stl_mm.models.classifiers import TokenLabelingClassifier
+from stl_mm.models.classifiers import FrozenTeacher, TokenLabelingClassifier
 
 NUM_CLASSES = 6
 TINY_FAN = dict(embed_dims=16, depth=1, num_heads=2, patch_size=16, cls_attn_layers=1)
@@ -287,3 +288,36 @@ def test_official_checkpoint_reproduces_official_outputs(official_fixtures, tmp_
     torch.testing.assert_close(cls_logits, expected['cls_logits'], atol=1e-4, rtol=0)
     torch.testing.assert_close(token_logits.flatten(2).transpose(1, 2), expected['aux_logits'],
                                atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('options,expected', [
+    (dict(mode='labeler', labeler_weight=float('nan')),
+     'labeler_weight must be a finite number >= 0, got nan.'),
+    (dict(mode='labeler', labeler_weight=-1.0),
+     'labeler_weight must be a finite number >= 0, got -1.0.'),
+    (dict(mode='student', token_loss=dict(type='GumbelTokenLabelLoss', loss_weight=-2)),
+     'token_loss.loss_weight must be a finite number >= 0, got -2.'),
+])
+def test_impossible_loss_weights_are_refused(options, expected):
+    """Negative or NaN loss weights used to build a model that trains on them."""
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        MODELS.build(fan_classifier_cfg(**options))
+
+
+def test_non_finite_teacher_logits_stop_the_student_naming_the_teacher_checkpoint():
+    """NaN teacher logits used to become token label 0 everywhere with a finite loss."""
+    student = MODELS.build(fan_classifier_cfg('student'))
+    logits = torch.randn(2, NUM_CLASSES, 2, 2)
+    logits[1, :, 0, 1] = float('nan')
+    student.set_teacher(FrozenTeacher(FixedTeacher(logits),
+                                      checkpoint='work_dirs/labeler/epoch_3.pth'))
+    images, samples = torch.randn(2, 3, 32, 32), labelled(torch.tensor([0, 1]))
+    with pytest.raises(FloatingPointError) as error:
+        student(images, samples, mode='loss', teacher_inputs=images)
+    assert str(error.value).startswith(
+        'The teacher loaded from work_dirs/labeler/epoch_3.pth returned non-finite token '
+        f'logits (NaN or inf in {NUM_CLASSES} of {logits.numel()} values)')
+    assert 'default_hooks.teacher.checkpoint' in str(error.value)
+    logits[1, :, 0, 1] = 0.0
+    assert torch.isfinite(student(images, samples, mode='loss', teacher_inputs=images)[
+        'loss_token'])

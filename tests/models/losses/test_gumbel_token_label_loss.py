@@ -240,3 +240,28 @@ def test_aligned_mixup_blends_partner_targets_with_lambda():
     student = torch.randn(2, 3, 2, 2)
     expected = -(targets * student.log_softmax(1)).sum(1).mean()
     torch.testing.assert_close(loss(student, teacher, record), expected)
+
+
+@pytest.mark.parametrize('option,value,expected', [
+    ('loss_weight', float('nan'), 'token_loss.loss_weight must be a finite number >= 0, got nan.'),
+    ('loss_weight', -0.5, 'token_loss.loss_weight must be a finite number >= 0, got -0.5.'),
+    ('loss_weight', float('inf'), 'token_loss.loss_weight must be a finite number >= 0, got inf.'),
+    ('loss_weight', '1', "token_loss.loss_weight must be a finite number >= 0, got '1'."),
+    ('tau', 0, 'token_loss.tau must be a finite number > 0, got 0.'),
+    ('tau', float('nan'), 'token_loss.tau must be a finite number > 0, got nan.'),
+    ('label_smoothing', 1.0,
+     'token_loss.label_smoothing must be a finite number >= 0 and < 1, got 1.0.'),
+    ('label_smoothing', float('nan'),
+     'token_loss.label_smoothing must be a finite number >= 0 and < 1, got nan.'),
+])
+def test_impossible_numbers_are_refused_in_the_words_of_the_option(option, value, expected):
+    """NaN and negative loss weights used to be accepted (and a NaN tau)."""
+    with pytest.raises(ValueError) as error:
+        GumbelTokenLabelLoss(**{option: value})
+    assert str(error.value) == expected
+
+
+def test_boundary_numbers_are_accepted():
+    loss = GumbelTokenLabelLoss(loss_weight=0, tau=1e-3, label_smoothing=0)
+    assert (loss.loss_weight, loss.tau, loss.label_smoothing) == (0.0, 1e-3, 0.0)
+    assert loss(torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)).item() == 0
