@@ -1,4 +1,6 @@
 from .frozen_teacher_hook import FrozenTeacherHook
 from .load_checkpoint_hook import LoadCheckpointHook
+from .random_state_hook import RandomStateHook
+from .safe_checkpoint_hook import SafeCheckpointHook
 
-__all__ = ['FrozenTeacherHook', 'LoadCheckpointHook']
+__all__ = ['FrozenTeacherHook', 'LoadCheckpointHook', 'RandomStateHook', 'SafeCheckpointHook']
