@@ -92,3 +92,51 @@ def test_a_resumed_student_run_ends_as_the_uninterrupted_run(student_config, tmp
     killed = torch.load(tmp_path / 'killed' / 'epoch_1.pth', weights_only=True)
     assert not torch.equal(killed['meta']['random_state']['torch'],
                            whole['meta']['random_state']['torch'])
+
+
+class KillAfterIteration(Hook):
+    """Stops an iteration-based run after iteration ``iteration`` (and its checkpoint)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.iteration:
+            raise Killed
+
+
+def test_an_iteration_based_run_resumes_exactly(tmp_path):
+    """mmengine's loop redraws the batches it skips on resume (InfiniteSampler): the random
+    state is restored after that, before the first batch the resumed run trains on."""
+    cfg = Config.fromfile(str(CONFIGS / 'tiny_fan_cls.py'))
+    images = str(make_image_folder(tmp_path / 'images', per_class=2))
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomResizedCrop', scale=32),
+                dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]
+    cfg.merge_from_dict(dict(
+        train_dataloader=dict(dataset=dict(data_root=images, pipeline=pipeline),
+                              sampler=dict(type='InfiniteSampler', shuffle=True)),
+        val_dataloader=dict(dataset=dict(data_root=images)),
+        model=dict(backbone=dict(drop_path_rate=0.1)),
+        default_hooks=dict(checkpoint=dict(by_epoch=False, interval=3, max_keep_ckpts=1)),
+        randomness=dict(seed=5)))
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=5, val_interval=5)
+    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
+
+    def train(work_dir: Path, *hooks: Hook, resume: bool = False) -> dict:
+        run_cfg = cfg.copy()
+        run_cfg.work_dir, run_cfg.resume = str(work_dir), resume
+        run_cfg.experiment_name = f'{work_dir.name}_{resume}'
+        runner = build_runner(run_cfg)
+        for hook in hooks:
+            runner.register_hook(hook)
+        runner.train()
+        return torch.load(work_dir / 'iter_5.pth', weights_only=True)
+
+    whole = train(tmp_path / 'whole')
+    with pytest.raises(Killed):
+        train(tmp_path / 'killed', KillAfterIteration(3))
+    resumed = train(tmp_path / 'killed', resume=True)
+    for part in ('state_dict', 'ema_state_dict'):
+        assert all(torch.equal(whole[part][key], resumed[part][key]) for key in whole[part])
