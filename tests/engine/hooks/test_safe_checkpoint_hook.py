@@ -28,7 +28,7 @@ def _config(tmp_path: Path, **overrides) -> Config:
     cfg.work_dir = str(tmp_path / 'work')
     cfg.experiment_name = f'safe_checkpoint_{len(list(tmp_path.glob("work/*")))}'
     cfg.merge_from_dict(dict(default_hooks=dict(checkpoint=dict(max_keep_ckpts=1)),
-                             **overrides))
+                             randomness=dict(seed=None), **overrides))
     return cfg
 
 
@@ -51,8 +51,11 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_1.pth')
     leftover = work / '.epoch_2.pth.a1b2c3.tmp'  # what kill -9 inside write_atomically leaves
     leftover.write_bytes(b'truncated')
+    seed = torch.load(work / 'epoch_1.pth', weights_only=True)['meta']['seed']
 
     runner = build_runner(_config(tmp_path, resume=True))
+    # seed=None: the resumed run takes the checkpoint's seed before it builds its samplers.
+    assert runner.seed == seed
     runner.train()
     log = (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
     assert 'resumed epoch: 1, iter: 2' in log  # epoch 1 is not trained again
