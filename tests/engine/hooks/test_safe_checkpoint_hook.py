@@ -79,3 +79,22 @@ def test_write_atomically_leaves_the_old_file_when_interrupted(tmp_path, monkeyp
         write_atomically(str(target), b'epoch_2.pth')
     assert target.read_bytes() == b'epoch_1.pth'
     assert [path.name for path in tmp_path.iterdir()] == ['last_checkpoint']
+
+
+def test_a_kill_while_saving_a_new_best_keeps_the_previous_best(tmp_path, monkeypatch):
+    cfg = _config(tmp_path, train_cfg=dict(max_epochs=1))
+    cfg.default_hooks.checkpoint.save_best = 'accuracy/top1'
+    runner = build_runner(cfg)
+    runner.train()
+    best = sorted((tmp_path / 'work').glob('best_*.pth'))
+    assert [path.name for path in best] == ['best_accuracy_top1_epoch_1.pth']
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(torch, 'save', killed)
+    hook = next(hook for hook in runner.hooks if isinstance(hook, SafeCheckpointHook))
+    runner.train_loop._epoch = 2  # a later validation with a better score
+    with pytest.raises(Killed):
+        hook._save_best_checkpoint(runner, {'accuracy/top1': 101.0})
+    assert sorted((tmp_path / 'work').glob('best_*.pth')) == best
