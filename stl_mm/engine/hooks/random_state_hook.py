@@ -1,5 +1,6 @@
 """Hook that saves the random state of a run in its checkpoints and restores it on resume."""
 import random
+import warnings
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -38,11 +39,13 @@ def restore_random_state(state: RandomState) -> None:
     torch.set_rng_state(state['torch'].cpu())  # a resume maps the checkpoint to the device
     if 'cuda' in state and torch.cuda.is_available():
         if len(state['cuda']) != torch.cuda.device_count():
-            raise RuntimeError(
+            warnings.warn(
                 f'RandomStateHook: the checkpoint holds the random state of '
                 f'{len(state["cuda"])} CUDA devices, this process sees '
-                f'{torch.cuda.device_count()}; resume with the same CUDA_VISIBLE_DEVICES.')
-        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state['cuda']])
+                f'{torch.cuda.device_count()}; only the first ones are restored, so the resumed '
+                'run is not exact. Resume with the same CUDA_VISIBLE_DEVICES for an exact one.')
+        for device, cuda_state in enumerate(state['cuda'][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
 @register('HOOKS')
