@@ -7,14 +7,16 @@ first; to fine-tune with keys that differ on purpose (a new head), name them wit
 Examples:
     python tools/train.py configs/stl/fan_b_token_labeler.py
     python tools/train.py CONFIG --resume                  # resume from the latest checkpoint
+    python tools/train.py CONFIG --resume-if-possible      # resume if there is one, else start
     python tools/train.py CONFIG --resume PATH --amp --cfg-options train_dataloader.batch_size=64
     python tools/train.py CONFIG --cfg-options load_from=PATH load_from_reinit=head.
 """
 import argparse
 
 import stl_mm  # noqa: F401  (registers every module before the config is read)
-from stl_mm.engine.runner_setup import (DictAction, add_launcher_arguments, build_runner,
-                                        close_distributed, parse_launcher_env, prepare_config)
+from stl_mm.engine.runner_setup import (DictAction, NothingToResumeError, add_launcher_arguments,
+                                        build_runner, close_distributed, parse_launcher_env,
+                                        prepare_config, set_resume)
 from stl_mm.models.backbones.fan_checkpoint import CheckpointError
 
 
@@ -25,7 +27,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--resume', nargs='?', const='auto', default=None,
         help='resume training: alone, from the latest checkpoint in the work dir; '
-        'with a path, from that checkpoint')
+        'with a path, from that checkpoint. Stops when there is nothing to resume')
+    parser.add_argument(
+        '--resume-if-possible', action='store_true',
+        help='resume from the latest checkpoint in the work dir when there is one, else start '
+        'fresh (for jobs restarted after preemption)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (CUDA)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. optim_wrapper.optimizer.lr=1e-3')
@@ -37,13 +43,10 @@ def main() -> None:
     args = parse_args()
     parse_launcher_env(args.local_rank)
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher, args.amp)
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
     try:
+        set_resume(cfg, args.resume, args.resume_if_possible)
         build_runner(cfg).train()
-    except (CheckpointError, FloatingPointError) as error:  # FloatingPointError: diverged
+    except (CheckpointError, NothingToResumeError, FloatingPointError) as error:
         raise SystemExit(f'tools/train.py: {error}')
 
 

@@ -396,7 +396,7 @@ def _measure(setting: Setting, source: ModelSource, options: BenchmarkOptions) -
         sampler = RssSampler() if device.type == 'cpu' else contextlib.nullcontext()
         with sampler:
             times, cpu_times, warmup_s = time_calls(step, device, options.warmup,
-                                                      options.repeats)
+                                                    options.repeats)
         measured.update(summarize(times, cpu_times, setting.batch_size), warmup_s=warmup_s)
         if device.type == 'cuda':
             measured['cuda_peak_allocated_mb'] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -437,7 +437,6 @@ def attention_parity(options: BenchmarkOptions) -> float:
         with attention_implementation('math'):
             swapped = model(images)[0]
     return (reference - swapped).abs().max().item()
-
 
 
 def expand_settings(workloads: Sequence[str], batch_sizes: Sequence[int],

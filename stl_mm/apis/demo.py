@@ -43,10 +43,10 @@ from stl_mm.apis.demo_robustness import evaluate_robustness
 from stl_mm.apis.token_labeler import build_view_dataset, collect_views, load_token_labeler
 from stl_mm.datasets.fashion_mnist import DEFAULT_DATA_DIR, prepare_fashion_mnist
 from stl_mm.evaluation.reports import write_json
-from stl_mm.evaluation.robustness.results import file_sha256
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, foreground_pixels,
                                                    foreground_tokens, token_label_quality)
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
+from stl_mm.utils import file_sha256
 from stl_mm.visualization import visualize_token_labels
 
 __all__ = ['DemoSizes', 'DemoStageError', 'FULL', 'QUICK', 'STAGES', 'StageFailed', 'StageRefused',

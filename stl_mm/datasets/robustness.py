@@ -319,4 +319,3 @@ def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(image).save(buffer, format='JPEG', quality=quality, optimize=True)
     buffer.seek(0)
     return np.array(Image.open(buffer))
-

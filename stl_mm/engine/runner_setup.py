@@ -12,10 +12,11 @@ from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_s
 from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 
-from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
+from stl_mm.models.backbones.fan_checkpoint import CheckpointReadError, load_checkpoint
 
 __all__ = [
-    'DictAction', 'prepare_config', 'build_runner', 'build_test_runner', 'close_distributed'
+    'DictAction', 'prepare_config', 'set_resume', 'build_runner', 'build_test_runner',
+    'close_distributed', 'NothingToResumeError'
 ]
 
 
@@ -91,6 +92,97 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
         super().__init__(module=revert_sync_batchnorm(module), **kwargs)
 
 
+class NothingToResumeError(FileNotFoundError):
+    """``--resume`` (``resume=True``) finds no checkpoint to resume from."""
+
+
+def find_resume_checkpoint(cfg: Config) -> Optional[str]:
+    """The checkpoint a resumed run continues from: ``load_from``, else the one the work
+    dir's ``last_checkpoint`` names; None when the work dir has no ``last_checkpoint``.
+
+    Raises:
+        NothingToResumeError: ``load_from`` or the file ``last_checkpoint`` names is missing.
+    """
+    record = osp.join(cfg.work_dir, 'last_checkpoint')
+    if cfg.get('load_from'):
+        path, problem = cfg.load_from, 'no such file'
+    elif osp.isfile(record):
+        with open(record) as file:
+            path = file.read().strip()
+        problem = f'{record} names it, but it does not exist'
+    else:
+        return None
+    if '://' not in path and not osp.isfile(path):
+        raise NothingToResumeError(
+            f'cannot resume from {path!r}: {problem}. Pass an existing checkpoint with '
+            f'--resume PATH (e.g. an epoch_*.pth / iter_*.pth in {cfg.work_dir}), or drop '
+            '--resume to start fresh.')
+    return path
+
+
+def _nothing_to_resume(cfg: Config) -> NothingToResumeError:
+    return NothingToResumeError(
+        f'--resume: nothing to resume in the work dir {osp.abspath(cfg.work_dir)!r} (it has '
+        'no last_checkpoint file, which training writes with every checkpoint). Check '
+        '--work-dir (it defaults to work_dirs/<config name>), pass a checkpoint with --resume '
+        'PATH, or start fresh: drop --resume, or use --resume-if-possible.')
+
+
+def set_resume(cfg: Config, resume: Optional[str], if_possible: bool = False) -> None:
+    """Apply ``--resume [PATH]`` and ``--resume-if-possible`` to a config.
+
+    Args:
+        cfg: The training config (its ``work_dir`` set).
+        resume: ``'auto'`` (the latest checkpoint of the work dir), a checkpoint path, or None.
+        if_possible: Resume from the latest checkpoint of the work dir when it has one, else
+            start fresh (for jobs that are restarted after preemption).
+
+    Raises:
+        NothingToResumeError: ``resume`` is given and there is nothing to resume from.
+    """
+    if resume is None and not if_possible:
+        return
+    cfg.resume, cfg.load_from = True, (None if resume in (None, 'auto') else resume)
+    if find_resume_checkpoint(cfg) is not None:
+        return
+    if not if_possible:
+        raise _nothing_to_resume(cfg)
+    print(f'--resume-if-possible: no checkpoint in {cfg.work_dir}, starting fresh.')
+    cfg.resume = False
+
+
+def _resume_strictly(cfg: Config) -> None:
+    """Point ``load_from`` at the checkpoint a ``resume=True`` run continues from, and give
+    the run that checkpoint's seed when the config leaves it random (``seed=None``): the
+    samplers and data-loader workers are seeded before mmengine reads the checkpoint."""
+    path = find_resume_checkpoint(cfg)
+    if path is None:
+        raise _nothing_to_resume(cfg)
+    cfg.load_from = path
+    randomness = cfg.get('randomness') or {}
+    if randomness.get('seed') is None and '://' not in path:
+        try:
+            meta = torch.load(path, map_location='cpu', mmap=True, weights_only=True)['meta']
+        except Exception as error:  # noqa: B902  (damaged files raise any type)
+            raise CheckpointReadError(path, f'{type(error).__name__}: {error}') from error
+        cfg.randomness = dict(randomness, seed=meta.get('seed'))
+
+
+def _add_training_safety(cfg: Config) -> None:
+    """Checkpoints that survive a kill (:class:`~stl_mm.engine.hooks.SafeCheckpointHook`
+    replaces mmengine's ``CheckpointHook``), an exact resume
+    (:class:`~stl_mm.engine.hooks.RandomStateHook`) and a stop at the first non-finite loss
+    (:class:`~stl_mm.engine.hooks.NonFiniteGuardHook`); a hook the config lists is kept."""
+    hooks = cfg.get('default_hooks') or {}
+    checkpoint = hooks.get('checkpoint', dict(type='CheckpointHook', interval=1))
+    if isinstance(checkpoint, dict) and checkpoint.get('type') == 'CheckpointHook':
+        cfg.default_hooks = dict(hooks, checkpoint=dict(checkpoint, type='SafeCheckpointHook'))
+    for hook_type in ('RandomStateHook', 'NonFiniteGuardHook'):
+        listed = [*(cfg.get('custom_hooks') or []), *(cfg.get('default_hooks') or {}).values()]
+        if not any(isinstance(hook, dict) and hook.get('type') == hook_type for hook in listed):
+            cfg.custom_hooks = [*(cfg.get('custom_hooks') or []), dict(type=hook_type)]
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the runner the config asks for (``runner_type``) in the config's default scope.
 
@@ -99,11 +191,18 @@ def build_runner(cfg: Config) -> Runner:
     :class:`~stl_mm.engine.hooks.LoadCheckpointHook`, not by mmengine's non-strict loader;
     the config's ``load_from_reinit`` (key prefixes, e.g. ``'head.'``) names the keys allowed
     to differ, which keep their initial values and are logged. A resumed run (``resume``)
-    keeps mmengine's resume. Every run gets a :class:`~stl_mm.engine.hooks.NonFiniteGuardHook`
-    (stop at the first non-finite loss, never save non-finite weights) unless the config
-    lists one.
+    keeps mmengine's resume, and refuses to start without a checkpoint to resume from.
+
+    Every run saves its checkpoints with
+    :class:`~stl_mm.engine.hooks.SafeCheckpointHook` and its random state with
+    :class:`~stl_mm.engine.hooks.RandomStateHook`, so a resumed run continues exactly, and
+    gets a :class:`~stl_mm.engine.hooks.NonFiniteGuardHook` (stop at the first non-finite loss,
+    never save non-finite weights) unless the config lists one.
     """
     reinit = cfg.pop('load_from_reinit', ())
+    _add_training_safety(cfg)
+    if cfg.get('resume'):
+        _resume_strictly(cfg)
     if cfg.get('load_from') and not cfg.get('resume'):
         cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
                             dict(type='LoadCheckpointHook', checkpoint=cfg.load_from,
@@ -115,9 +214,6 @@ def build_runner(cfg: Config) -> Runner:
                          + ('the run resumes (resume=True).' if cfg.get('resume') else
                             'load_from is not set.') + ' Set load_from=PATH, or drop '
                          'load_from_reinit.')
-    hooks = [*(cfg.get('custom_hooks') or []), *(cfg.get('default_hooks') or {}).values()]
-    if not any(isinstance(h, dict) and h.get('type') == 'NonFiniteGuardHook' for h in hooks):
-        cfg.custom_hooks = [*(cfg.get('custom_hooks') or []), dict(type='NonFiniteGuardHook')]
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     from mmengine.registry import RUNNERS

@@ -4,16 +4,12 @@ import csv
 import io
 import json
 import math
-import os
-import os.path as osp
-import tempfile
 from typing import Any, NamedTuple, Optional, Sequence
 
-__all__ = ['Table', 'format_value', 'markdown_table', 'text_table', 'csv_table', 'render_tables',
-           'write_json', 'write_text', 'write_bytes', 'TEMP_PREFIX']
+from stl_mm.utils import write_bytes
 
-#: Prefix of the temporary files of the atomic writes (a killed run may leave them behind).
-TEMP_PREFIX = '.tmp-'
+__all__ = ['Table', 'format_value', 'markdown_table', 'text_table', 'csv_table', 'render_tables',
+           'write_json', 'write_text']
 
 
 class Table(NamedTuple):
@@ -90,26 +86,8 @@ def render_tables(tables: Sequence[Table], style: str = 'markdown', level: int =
     return '\n\n'.join(sections) + '\n'
 
 
-def write_bytes(data: bytes, path: str) -> None:
-    """Write ``data`` atomically: a temporary file beside ``path`` (named ``TEMP_PREFIX...``),
-    then ``os.replace``, so an interruption never leaves a truncated file behind."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if osp.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def write_text(text: str, path: str) -> None:
-    """Write ``text`` (UTF-8) atomically, as :func:`write_bytes`."""
+    """Write ``text`` (UTF-8) atomically (:func:`stl_mm.utils.write_bytes`)."""
     write_bytes(text.encode(), path)
 
 

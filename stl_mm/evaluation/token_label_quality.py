@@ -231,4 +231,3 @@ def token_label_quality(batches: Iterable[Tuple[torch.Tensor, torch.Tensor, torc
     gumbel.update(draws=gumbel_draws, counts=asdict(gumbel_counts[0]))
     results['gumbel'] = gumbel
     return results
-

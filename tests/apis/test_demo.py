@@ -16,6 +16,7 @@ from stl_mm.apis import demo
 from stl_mm.apis.demo import (FULL, MANIFEST, MAX_SEED, QUICK, StageFailed, StageRefused,
                               check_seed, demo_sizes, load_classifier, prepare_stages, run_demo,
                               stage_epochs, write_manifest)
+from stl_mm.utils import TEMP_PREFIX
 
 
 def test_sizes_of_full_and_quick_runs_with_overrides():
@@ -191,4 +192,4 @@ def test_the_manifest_records_the_settings_of_the_stage(monkeypatch, tmp_path):
     assert 'teacher_checkpoint_sha256' not in stages['baseline']['settings']
     assert settings['config_sha256'] != stages['baseline']['settings']['config_sha256']
     assert manifest['checkpoint'] == f'epoch_{QUICK.epochs}.pth'
-    assert not list(tmp_path.glob('*/*.tmp'))
+    assert not list(tmp_path.glob(f'*/{TEMP_PREFIX}*'))

@@ -10,8 +10,8 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 import stl_mm  # noqa: F401
-from stl_mm.engine.runner_setup import (CPUDistributedDataParallel, build_runner,
-                                        build_test_runner)
+from stl_mm.engine.runner_setup import (CPUDistributedDataParallel, NothingToResumeError,
+                                        build_runner, build_test_runner, set_resume)
 from stl_mm.models.backbones.fan_checkpoint import CheckpointMismatchError, stl_mm_to_official
 from tiny_image_folder import make_image_folder
 
@@ -113,3 +113,24 @@ def test_load_from_reinit_fine_tunes_a_new_head_and_logs_it(tmp_path):
 def test_load_from_reinit_without_load_from_is_refused(tmp_path):
     with pytest.raises(ValueError, match='load_from is not set'):
         build_runner(_config(tmp_path, load_from_reinit='head.'))
+
+
+def test_resume_refuses_a_missing_checkpoint_and_a_dangling_last_checkpoint(tmp_path):
+    missing = tmp_path / 'epoch_9.pth'
+    with pytest.raises(NothingToResumeError,
+                       match=f"cannot resume from '{missing}': no such file. Pass an existing"):
+        set_resume(_config(tmp_path), str(missing))
+    cfg = _config(tmp_path)
+    Path(cfg.work_dir).mkdir()
+    (Path(cfg.work_dir) / 'last_checkpoint').write_text(str(missing))
+    with pytest.raises(NothingToResumeError, match='last_checkpoint names it, but it does not'):
+        set_resume(cfg, 'auto', if_possible=True)
+    # A config asking for resume=True is held to the same rule.
+    with pytest.raises(NothingToResumeError, match='nothing to resume in the work dir'):
+        build_runner(_config(tmp_path / 'other', resume=True))
+
+
+def test_resume_if_possible_starts_fresh_in_an_empty_work_dir(tmp_path):
+    cfg = _config(tmp_path)
+    set_resume(cfg, None, if_possible=True)
+    assert not cfg.resume and cfg.load_from is None

@@ -104,12 +104,24 @@ def test_train_py_resume_auto_and_cfg_options(tmp_path):
     data = [f'{loader}.dataset.data_root={root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     work_dir = tmp_path / 'work'
-    _run('tools/train.py', str(TINY_CONFIG), '--work-dir', str(work_dir), '--cfg-options', *data,
-         'train_cfg.max_epochs=1')
+    log = _run('tools/train.py', str(TINY_CONFIG), '--work-dir', str(work_dir),
+               '--resume-if-possible', '--cfg-options', *data, 'train_cfg.max_epochs=1')
+    assert f'--resume-if-possible: no checkpoint in {work_dir}, starting fresh.' in log
     log = _run('tools/train.py', str(TINY_CONFIG), '--work-dir', str(work_dir), '--resume',
                '--cfg-options', *data, 'train_cfg.max_epochs=2')
     assert 'resumed epoch: 1, iter: 4' in log
     assert (work_dir / 'epoch_2.pth').is_file()
+
+
+def test_train_py_resume_with_nothing_to_resume_stops(tmp_path):
+    """It used to train from scratch and exit 0."""
+    mistyped = tmp_path / 'wrok'
+    log = _run('tools/train.py', str(TINY_CONFIG), '--work-dir', str(mistyped), '--resume',
+               returncode=1)
+    assert (f"tools/train.py: --resume: nothing to resume in the work dir '{mistyped}' (it has "
+            'no last_checkpoint file') in log
+    assert 'drop --resume, or use --resume-if-possible' in log
+    assert 'Traceback' not in log and not list(mistyped.glob('**/*.pth'))
 
 
 def test_amp_without_cuda_is_a_clear_error(tmp_path):

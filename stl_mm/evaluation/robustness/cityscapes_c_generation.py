@@ -25,7 +25,7 @@ import numpy as np
 from mmengine.utils import ProgressBar
 
 from stl_mm.compat.imagecorruptions import corrupt, corruption_seed
-from stl_mm.evaluation.reports import TEMP_PREFIX, write_bytes
+from stl_mm.utils import TEMP_PREFIX, write_bytes
 
 __all__ = ['IMAGE_SUFFIX', 'list_images', 'find_images', 'output_path', 'corrupt_image',
            'pending_tasks', 'run_tasks', 'remove_stale_temp_files', 'count_outputs',

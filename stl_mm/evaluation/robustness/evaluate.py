@@ -8,8 +8,8 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 
 from stl_mm.evaluation.reports import Table, render_tables, write_text
-from stl_mm.evaluation.robustness.results import (RobustnessResults, config_sha256,
-                                                  file_sha256)
+from stl_mm.evaluation.robustness.results import (RobustnessResults, checkpoint_sha256,
+                                                  config_sha256)
 
 __all__ = ['suite_results', 'run_cells', 'finish']
 
@@ -26,7 +26,7 @@ def suite_results(path: str, cfg: Config, config: str, checkpoint: str, fresh_hi
         fresh_hint: How the user starts a fresh file.
         **inputs: The suite's own inputs: ``suite``, ``data``, seeds, EMA choice, ...
     """
-    inputs = dict(inputs, checkpoint_sha256=file_sha256(checkpoint),
+    inputs = dict(inputs, checkpoint_sha256=checkpoint_sha256(checkpoint),
                   config_sha256=config_sha256(cfg))
     about = dict(checkpoint=osp.abspath(checkpoint), config=osp.abspath(config))
     return RobustnessResults(path, inputs, fresh_hint, about)

@@ -19,7 +19,8 @@ from stl_mm.compat.imagecorruptions import (BENCHMARK_CORRUPTIONS, SEVERITIES, c
 from stl_mm.evaluation.metrics.robustness import summarize_robustness
 from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.cells import corruption_cells, parse_cell_name
-from stl_mm.evaluation.robustness.results import RobustnessResults, data_source, file_sha256
+from stl_mm.evaluation.robustness.results import (RobustnessResults, checkpoint_sha256,
+                                                  data_source)
 
 __all__ = ['Predict', 'fashion_mnist_c_results', 'evaluate_fashion_mnist_c',
            'summarize_corruptions', 'fashion_mnist_c_tables']
@@ -35,7 +36,7 @@ def fashion_mnist_c_results(path: str, checkpoints: Mapping[str, str], data_dir:
     inputs = dict(suite='fashion_mnist_c', seed=seed, clean_images=clean_images,
                   corruption_images=corruption_images,
                   data=dict(fashion_mnist=data_source(data_dir, 'on_the_fly')),
-                  checkpoint_sha256={name: file_sha256(ckpt) for name, ckpt in
+                  checkpoint_sha256={name: checkpoint_sha256(ckpt) for name, ckpt in
                                      checkpoints.items()})
     return RobustnessResults(path, inputs, 'delete it (or use another --work-dir)',
                              about=dict(checkpoints=dict(checkpoints)))

@@ -32,8 +32,9 @@ from typing import Any, Dict, List, Optional
 from mmengine.dist import is_main_process
 
 from stl_mm.evaluation.reports import write_json
+from stl_mm.utils import file_sha256
 
-__all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'file_sha256', 'json_sha256',
+__all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'checkpoint_sha256', 'json_sha256',
            'config_sha256', 'data_source']
 
 RESULTS_FORMAT = 'stl_mm.robustness/1'
@@ -41,15 +42,11 @@ RESULTS_FORMAT = 'stl_mm.robustness/1'
 CONFIG_KEYS = ('model', 'data_preprocessor', 'test_dataloader.dataset', 'test_evaluator')
 
 
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's content (the checkpoint fingerprint)."""
+def checkpoint_sha256(path: str) -> str:
+    """The checkpoint fingerprint: the SHA-256 of its content, not its path."""
     if not osp.isfile(path):
         raise SystemExit(f'Checkpoint {path} does not exist.')
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        for block in iter(lambda: file.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _plain(value: Any) -> Any:

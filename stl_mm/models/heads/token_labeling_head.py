@@ -167,4 +167,3 @@ class TokenLabelingHead(ClsHead):
         if not self.eval_with_token_logits:
             return cls_logits
         return cls_logits + TOKEN_LOGITS_EVAL_WEIGHT * token_logits.flatten(2).amax(dim=2)
-

@@ -8,7 +8,8 @@ from mmengine.config import Config
 
 from stl_mm.evaluation.reports import Table, csv_table, render_tables
 from stl_mm.evaluation.robustness.cells import check_cell, count_note
-from stl_mm.evaluation.robustness.results import RobustnessResults, config_sha256, file_sha256
+from stl_mm.evaluation.robustness.results import (RobustnessResults, checkpoint_sha256,
+                                                  config_sha256)
 
 INPUTS = dict(suite='demo', checkpoint_sha256='a' * 64,
               data=dict(in_c=dict(root='/data/in-c', mode='files')))
@@ -44,11 +45,11 @@ def test_fingerprints_follow_content(tmp_path):
     first, second = tmp_path / 'a.pth', tmp_path / 'b.pth'
     first.write_bytes(b'weights')
     second.write_bytes(b'weights')
-    assert file_sha256(str(first)) == file_sha256(str(second))
+    assert checkpoint_sha256(str(first)) == checkpoint_sha256(str(second))
     second.write_bytes(b'other weights')
-    assert file_sha256(str(first)) != file_sha256(str(second))
+    assert checkpoint_sha256(str(first)) != checkpoint_sha256(str(second))
     with pytest.raises(SystemExit, match='does not exist'):
-        file_sha256(str(tmp_path / 'missing.pth'))
+        checkpoint_sha256(str(tmp_path / 'missing.pth'))
     cfg = dict(model=dict(type='A'), work_dir='x', launcher='none')
     assert config_sha256(cfg) == config_sha256(dict(cfg, work_dir='y', launcher='pytorch'))
     assert config_sha256(cfg) != config_sha256(dict(cfg, model=dict(type='B')))

@@ -7,8 +7,8 @@ from mmpretrain.models.utils.batch_augments import CutMix, Mixup
 
 import stl_mm  # noqa: F401
 from stl_mm.models.utils.batch_augments.batch_mix import (BatchMixRecord, RecordingCutMix,
-                                                        RecordingMixup, box_coverage,
-                                                        mix_token_targets)
+                                                          RecordingMixup, box_coverage,
+                                                          mix_token_targets)
 
 
 def cutmix_record(box, index=(1, 0), size=(64, 64)) -> BatchMixRecord:
