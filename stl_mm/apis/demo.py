@@ -43,6 +43,7 @@ from stl_mm.apis.demo_robustness import evaluate_robustness
 from stl_mm.apis.token_labeler import build_view_dataset, collect_views, load_token_labeler
 from stl_mm.datasets.fashion_mnist import DEFAULT_DATA_DIR, prepare_fashion_mnist
 from stl_mm.evaluation.reports import write_json
+from stl_mm.evaluation.robustness.fashion_mnist_c import fashion_mnist_c_results
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, foreground_pixels,
                                                    foreground_tokens, token_label_quality)
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
@@ -400,17 +401,24 @@ def run_demo(work_dir: str = 'work_dirs/demo',
     report_start = time.perf_counter()
     configs = {stage.name: Config.fromfile(osp.join(CONFIG_DIR, stage.config))
                for stage in STAGES}
-    models = {
-        'baseline': load_classifier(configs['baseline'], checkpoints['baseline']),
-        'student': load_classifier(configs['stage2_student'], checkpoints['stage2_student']),
-    }
+    model_stages = {'baseline': 'baseline', 'student': 'stage2_student'}
+    models = {name: load_classifier(configs[stage], checkpoints[stage])
+              for name, stage in model_stages.items()}
     student_cfg = configs['stage2_student']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         student_cfg[loader]['dataset']['data_prefix'] = data_dir
     test_steps = student_cfg.test_dataloader.dataset.pipeline
     pipeline = Compose([TRANSFORMS.build(step) for step in test_steps])
+    # The robustness core's results file: an interrupted report resumes its finished cells;
+    # models trained in this run are new, so cells recorded for earlier ones are dropped.
+    results_path = osp.join(work_dir, 'fashion_mnist_c.json')
+    if any(stage['trained_now'] for stage in stages.values()) and osp.isfile(results_path):
+        os.remove(results_path)
+    results = fashion_mnist_c_results(
+        results_path, {name: checkpoints[stage] for name, stage in model_stages.items()},
+        data_dir, seed, sizes.clean_images, sizes.corruption_images)
     robustness = evaluate_robustness(models, pipeline, raw_test_dataset(student_cfg, data_dir),
-                                     sizes, seed)
+                                     sizes, seed, results)
     token_labels = evaluate_token_labels(student_cfg, teacher_checkpoint, sizes, seed)
     figure = visualize_token_labels(
         student_cfg, teacher_checkpoint, osp.join(work_dir, 'token_labels.png'), split='test',
