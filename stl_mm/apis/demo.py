@@ -21,7 +21,6 @@ others from scratch (a stage killed mid-way has no manifest: it is retrained, no
 ``--skip-training`` refuses a stage it cannot reuse, so one report never mixes runs.
 """
 import copy
-import hashlib
 import json
 import os
 import os.path as osp
@@ -47,7 +46,7 @@ from stl_mm.evaluation.robustness.fashion_mnist_c import fashion_mnist_c_results
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, foreground_pixels,
                                                    foreground_tokens, token_label_quality)
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
-from stl_mm.utils import file_sha256
+from stl_mm.utils import file_sha256, json_sha256
 from stl_mm.visualization import visualize_token_labels
 
 __all__ = ['DemoSizes', 'DemoStageError', 'FULL', 'QUICK', 'STAGES', 'StageFailed', 'StageRefused',
@@ -192,8 +191,7 @@ def train_stage(stage: Stage, work_dir: str, data_dir: str, sizes: DemoSizes, se
 # ----------------------------------------------------------------------------- stage manifests
 def config_sha256(config_file: str) -> str:
     """The SHA-256 of a config resolved with its bases (a change to a base changes it too)."""
-    resolved = Config.fromfile(config_file).to_dict()
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=repr).encode()).hexdigest()
+    return json_sha256(Config.fromfile(config_file).to_dict())
 
 
 def stage_settings(stage: Stage, sizes: DemoSizes, seed: int,

@@ -5,9 +5,11 @@ images are all written through :func:`write_bytes`, so a process killed mid-writ
 old file or the new one under the final name, never a truncated one.
 """
 import hashlib
+import json
 import os
 import os.path as osp
 import tempfile
+from typing import Any
 
 #: Temporary files start with this (hidden; a killed write can leave one, which readers skip).
 TEMP_PREFIX = '.tmp-'
@@ -34,6 +36,13 @@ def write_bytes(data: bytes, path: str) -> None:
         if osp.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def json_sha256(value: Any) -> str:
+    """SHA-256 of a JSON-like value (dict key order does not matter; other objects by repr)."""
+    text = json.dumps(value.to_dict() if hasattr(value, 'to_dict') else value, sort_keys=True,
+                      default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def file_sha256(path: str) -> str:

@@ -9,8 +9,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
-from stl_mm.models.classifiers.frozen_teacher import non_finite_tensors
 from stl_mm.registry import register
+from stl_mm.utils import non_finite_tensors
 
 
 class NonFiniteTrainingError(FloatingPointError):

@@ -18,7 +18,8 @@ from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.cells import (check_cell, corruption_cells, count_note,
                                                 parse_cell_name)
 from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_results
-from stl_mm.evaluation.robustness.results import data_source, json_sha256
+from stl_mm.evaluation.robustness.results import data_source
+from stl_mm.utils import json_sha256
 
 __all__ = ['SUITES', 'suite_pipeline', 'read_suite_specs', 'imagenet_cells', 'summarize',
            'suite_tables', 'evaluate_imagenet_robustness']

@@ -24,7 +24,6 @@ which other cells run). ``selection`` is the set the latest summary covers.
 Every write is atomic (:func:`~stl_mm.evaluation.reports.write_json`), and only the main
 process writes.
 """
-import hashlib
 import json
 import os.path as osp
 from typing import Any, Dict, List, Optional
@@ -32,10 +31,10 @@ from typing import Any, Dict, List, Optional
 from mmengine.dist import is_main_process
 
 from stl_mm.evaluation.reports import write_json
-from stl_mm.utils import file_sha256
+from stl_mm.utils import file_sha256, json_sha256
 
-__all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'checkpoint_sha256', 'json_sha256',
-           'config_sha256', 'data_source']
+__all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'checkpoint_sha256', 'config_sha256',
+           'data_source']
 
 RESULTS_FORMAT = 'stl_mm.robustness/1'
 #: The parts of a config that decide the numbers of an evaluation.
@@ -51,12 +50,6 @@ def checkpoint_sha256(path: str) -> str:
 
 def _plain(value: Any) -> Any:
     return value.to_dict() if hasattr(value, 'to_dict') else value
-
-
-def json_sha256(value: Any) -> str:
-    """SHA-256 of a JSON-like value (dict key order does not matter)."""
-    text = json.dumps(_plain(value), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def config_sha256(cfg: Any) -> str:

@@ -2,7 +2,7 @@
 import copy
 import glob
 import os.path as osp
-from typing import List, Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -10,6 +10,7 @@ from mmpretrain.registry import MODELS
 
 from stl_mm.models.backbones.fan_checkpoint import (CheckpointReadError, LoadReport,
                                                     load_checkpoint)
+from stl_mm.utils import non_finite_tensors
 
 #: Where the student configs set the teacher (``--cfg-options`` reaches it by this name).
 TEACHER_CONFIG_KEY = 'default_hooks.teacher'
@@ -134,13 +135,6 @@ class FrozenTeacher:
 
     def __deepcopy__(self, memo: dict) -> 'FrozenTeacher':
         return self
-
-
-def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
-    """Keys of the floating-point tensors of ``state_dict`` holding NaN or inf."""
-    return [key for key, value in state_dict.items()
-            if isinstance(value, torch.Tensor) and value.is_floating_point()
-            and not torch.isfinite(value).all()]
 
 
 def check_teacher_settings(model: object, checkpoint: object, use_ema: object) -> None:

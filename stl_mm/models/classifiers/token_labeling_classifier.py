@@ -8,8 +8,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from stl_mm.models.heads import TokenLabelingHead
-from stl_mm.models.losses.gumbel_token_label_loss import check_number
 from stl_mm.registry import register
+from stl_mm.utils import check_number
 from .frozen_teacher import TEACHER_CONFIG_KEY, FrozenTeacher
 
 MODES = ('plain', 'labeler', 'student')

@@ -3,7 +3,6 @@
 A frozen teacher gives per-token class logits; this loss turns them into one target
 distribution per student token and averages the soft cross-entropy over all tokens.
 """
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -12,34 +11,10 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
 from stl_mm.registry import register
+from stl_mm.utils import check_number
 
 TARGET_MODES = ('gumbel', 'argmax', 'softmax')
 TOKEN_LABEL_MIXES = ('none', 'aligned')
-
-
-def check_number(option: str, value: object, minimum: float = 0.0, positive: bool = False,
-                 below: Optional[float] = None) -> float:
-    """Refuse a loss option that is no finite number in its range, in the option's words.
-
-    Args:
-        option: The option as the config writes it, e.g. ``'token_loss.loss_weight'``.
-        value: The value given.
-        minimum: The smallest value allowed. Defaults to 0.
-        positive: Exclude ``minimum`` itself (``> minimum`` instead of ``>=``).
-        below: Exclusive upper bound, if any.
-
-    Returns:
-        The value as a float.
-    """
-    bound = f'> {minimum:g}' if positive else f'>= {minimum:g}'
-    if below is not None:
-        bound += f' and < {below:g}'
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(
-        value, bool) else None
-    if number is None or not math.isfinite(number) or number < minimum or (
-            positive and number == minimum) or (below is not None and number >= below):
-        raise ValueError(f'{option} must be a finite number {bound}, got {value!r}.')
-    return number
 
 
 @register(codebases=('mmpretrain', ))
