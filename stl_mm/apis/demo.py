@@ -46,14 +46,13 @@ from stl_mm.evaluation.robustness.fashion_mnist_c import fashion_mnist_c_results
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD, foreground_pixels,
                                                    foreground_tokens, token_label_quality)
 from stl_mm.models.backbones.fan_checkpoint import load_checkpoint
-from stl_mm.utils import file_sha256, json_sha256
+from stl_mm.utils import REPO_ROOT, file_sha256, json_sha256
 from stl_mm.visualization import visualize_token_labels
 
 __all__ = ['DemoSizes', 'DemoStageError', 'FULL', 'QUICK', 'STAGES', 'StageFailed', 'StageRefused',
            'check_seed', 'demo_sizes', 'prepare_stages', 'run_demo']
 
 #: The repository checkout the package runs from: the demo needs its configs and train tool.
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'stl', 'demo')
 TRAIN_SCRIPT = osp.join(REPO_ROOT, 'tools', 'train.py')
 # One compute thread per process: the data loader worker takes the second core. On a busy or

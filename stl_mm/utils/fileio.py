@@ -11,6 +11,9 @@ import os.path as osp
 import tempfile
 from typing import Any
 
+#: The checkout the package is installed from (editable install): configs/ and tools/ live here.
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
 #: Temporary files start with this (hidden; a killed write can leave one, which readers skip).
 TEMP_PREFIX = '.tmp-'
 

@@ -10,11 +10,10 @@ from mmpretrain.registry import MODELS
 
 from stl_mm.models.backbones.fan_checkpoint import (CheckpointReadError, LoadReport,
                                                     load_checkpoint)
-from stl_mm.utils import non_finite_tensors
+from stl_mm.utils import REPO_ROOT, non_finite_tensors
 
 #: Where the student configs set the teacher (``--cfg-options`` reaches it by this name).
 TEACHER_CONFIG_KEY = 'default_hooks.teacher'
-_REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 #: The folder ``tools/demo.py`` trains its stage-1 token labeler into, under its --work-dir.
 DEMO_STAGE1_DIR = 'stage1_token_labeler'
 
@@ -159,19 +158,19 @@ def missing_teacher_hint(checkpoint: str) -> str:
     """
     work_dir = osp.dirname(osp.normpath(checkpoint))
     name = osp.basename(work_dir)
-    configs = sorted(glob.glob(osp.join(_REPO_ROOT, 'configs', '**', f'{name}.py'),
+    configs = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '**', f'{name}.py'),
                                recursive=True)) if name else []
     if configs:
         make = (f'train it (STL stage 1): `python tools/train.py '
-                f'{osp.relpath(configs[0], _REPO_ROOT)}` writes its checkpoints to '
+                f'{osp.relpath(configs[0], REPO_ROOT)}` writes its checkpoints to '
                 f'work_dirs/{name}/')
     elif name == DEMO_STAGE1_DIR:
         demo_config = osp.join('configs', 'stl', 'demo', 'fan_demo_token_labeler.py')
         make = (f'run the demo: `python tools/demo.py --work-dir {osp.dirname(work_dir) or "."}` '
                 f'trains it (stage 1, {demo_config}) into {work_dir}/')
     else:
-        labelers = sorted(osp.relpath(path, _REPO_ROOT) for path in glob.glob(
-            osp.join(_REPO_ROOT, 'configs', 'stl', '*token_labeler.py')))
+        labelers = sorted(osp.relpath(path, REPO_ROOT) for path in glob.glob(
+            osp.join(REPO_ROOT, 'configs', 'stl', '*token_labeler.py')))
         make = ('train a token labeler (STL stage 1) with `python tools/train.py CONFIG`, '
                 f'CONFIG one of {", ".join(labelers) or "the configs/stl/*_token_labeler.py"}')
     return (f'Either {make}; or convert an official STL teacher: '
