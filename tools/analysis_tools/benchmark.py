@@ -4,7 +4,10 @@ Measures, for a FAN preset (``--arch``) or any classifier config (``--config``),
 ``inference`` forward pass and the ``plain`` / ``labeler`` / ``student`` training steps
 (the student step includes the frozen teacher's forward pass, ``--teacher-arch``) over the
 product of batch sizes, dtypes, channels-last, ``torch.compile``, attention implementation
-and activation checkpointing. :mod:`stl_mm.analysis.benchmark` explains every figure.
+and activation checkpointing. :mod:`stl_mm.analysis.benchmark` explains every figure. Every
+result records the hardware it ran on (CPU model, threads, torch's CPU capability, the bf16
+fast path: AMX, AVX512-BF16 or none, and the GPU), and the table prints it with each row: a
+bf16 speed-up measured with AMX does not hold on a CPU without it.
 
 Examples::
 
@@ -17,6 +20,9 @@ Examples::
     # GPU, bf16: FAN-B-Hybrid training images/s and memory at batch 64 and 128
     python tools/analysis_tools/benchmark.py --arch b-hybrid --device cuda --dtypes bf16 \
         --batch-sizes 64 128 --workloads inference plain student --out b_hybrid_gpu.json
+    # a second run into the same file (refused unless on the same hardware and settings)
+    python tools/analysis_tools/benchmark.py --arch b-hybrid --device cuda --dtypes bf16 \
+        --batch-sizes 64 --workloads inference --compile 0 1 --out b_hybrid_gpu.json --append
     # any classifier config (its own model; 'student' takes the teacher of its
     # FrozenTeacherHook, randomly initialised)
     python tools/analysis_tools/benchmark.py --config configs/stl/fan_t_student.py \
@@ -34,7 +40,8 @@ from stl_mm.analysis.benchmark import (ATTENTIONS, DTYPES, WORKLOADS, BenchmarkO
                                        run_benchmark, torch_threads)
 from stl_mm.analysis.benchmark_report import (comparisons, describe_machine,
                                               format_comparisons, format_table, machine_info,
-                                              write_report)
+                                              read_for_append, shared_settings, write_report)
+from stl_mm.analysis.hardware import describe_hardware
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -68,7 +75,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch)')
     parser.add_argument('--isolate', action='store_true',
                         help='run every setting in a fresh process (honest CPU RSS figures)')
-    parser.add_argument('--out', help='write the results as JSON here')
+    parser.add_argument('--out', help='write the results as JSON here (replacing the file)')
+    parser.add_argument('--append', action='store_true',
+                        help='add this run to the --out file instead of replacing it; refused '
+                        'when that file was measured on other hardware or with other shared '
+                        'settings')
     args = parser.parse_args(argv)
     if len(args.img_size) == 1:
         args.img_size = args.img_size * 2
@@ -83,6 +94,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                         args.with_cp, args.teacher_arch)
     except ValueError as error:
         parser.error(str(error))
+    with torch_threads(args.options.threads):
+        args.hardware = describe_hardware()
+    if args.append:
+        if not args.out:
+            parser.error('--append adds to the --out file; name it with --out.')
+        try:
+            read_for_append(args.out, args.hardware, shared_settings(args.options))
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -92,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     options = args.options
     with torch_threads(options.threads):
         info = machine_info(options.device)
-        print(describe_machine(info, len(args.settings)))
+        print(describe_machine(args.hardware, info, len(args.settings)))
         if 'math' in args.attention:
             info['attention_max_abs_diff_fp32'] = attention_parity(options)
             print('sdpa vs math attention, float32 outputs: max |diff| = '
@@ -106,9 +126,11 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         if found:
             print('\n' + format_comparisons(found))
         if args.out:
-            write_report(args.out, ['tools/analysis_tools/benchmark.py', *argv], info, options,
-                         args.isolate, results, found)
-            print(f'\nwrote {args.out}')
+            report = write_report(args.out, ['tools/analysis_tools/benchmark.py', *argv], info,
+                                  args.hardware, options, args.isolate, results, found,
+                                  append=args.append)
+            print(f"\nwrote {args.out}: run {len(report['runs'])}, "
+                  f"{len(report['results'])} results")
     return results
 
 
