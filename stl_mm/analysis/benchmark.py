@@ -27,9 +27,9 @@ weights, memory the C allocator kept from earlier settings), so the rise is only
 between settings run alike: pass ``--isolate`` to run every setting in a fresh process.
 
 Every result records the hardware it ran on (:func:`stl_mm.analysis.hardware.describe_hardware`:
-CPU model, threads, torch's CPU capability, the bf16 fast path, GPU): an AMP speed-up depends
-on it: bf16 inference ran 2.07x faster than fp32 on a Xeon with AMX, 1.9x on an AMD EPYC with
-AVX512-BF16 but no AMX, and slower than fp32 on another CPU without AMX.
+CPU model, threads, torch's CPU capability, the bf16 fast path, GPU), because an AMP speed-up
+depends on it. bf16 inference ran 2.07x faster than fp32 on a Xeon with AMX, about 2x on an
+AMD EPYC with AVX512-BF16 but no AMX, and 1.6x slower than fp32 where bf16 is emulated.
 
 The command line is ``tools/analysis_tools/benchmark.py``; :func:`run_benchmark` is the
 entry point for code.

@@ -1,9 +1,9 @@
 """What a benchmark figure needs to be read: the CPU, its bf16 / fp16 support and the GPU.
 
 A speed-up measured on one processor does not carry to another. AMP bf16 inference of
-FAN-T-Hybrid ran 2.07x faster than fp32 on a Xeon with AMX; on CPUs with AVX512-BF16 but no
-AMX the same command ran 1.9x faster (an AMD EPYC) or slower than fp32 (issue 15's report);
-where oneDNN has neither, it emulates bf16 and a bf16 linear layer takes 2.4x the fp32 time.
+FAN-T-Hybrid ran 2.07x faster than fp32 on a Xeon with AMX and about 2x faster on an AMD
+EPYC with AVX512-BF16 but no AMX. Where oneDNN uses neither, it emulates bf16, and the same
+command ran 1.6x slower than fp32.
 :func:`describe_hardware` records what decides this, so every benchmark result carries it
 and the report can say which fast path a bf16 / fp16 figure had.
 """
@@ -235,7 +235,8 @@ def dtype_note(hardware: dict, device: str, dtype: str) -> Optional[str]:
     if path == 'amx':
         return f'bf16 on AMX ({capability}{capped})'
     if path == 'avx512_bf16':
-        # Measured: 1.9x faster than fp32 on an AMD EPYC, slower on another such CPU.
+        # Measured about 2x faster than fp32 on an AMD EPYC; issue 15 reports a CPU listing
+        # avx512_bf16 where bf16 ran 1.6x slower (emulated): the flag alone promises nothing.
         return (f'bf16 without AMX (avx512_bf16 only; {capability}{capped}): AMX speed-ups '
                 'do not apply')
     return (f'bf16 without AMX or avx512_bf16 (emulated; {capability}{capped}): slower than '
