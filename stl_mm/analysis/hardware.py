@@ -236,7 +236,8 @@ def dtype_note(hardware: dict, device: str, dtype: str) -> Optional[str]:
         return f'bf16 on AMX ({capability}{capped})'
     if path == 'avx512_bf16':
         # Measured about 2x faster than fp32 on an AMD EPYC; issue 15 reports a CPU listing
-        # avx512_bf16 where bf16 ran 1.6x slower (emulated): the flag alone promises nothing.
+        # avx512_bf16 where bf16 ran 1.6x slower, as emulated bf16 does: the flag alone
+        # promises nothing.
         return (f'bf16 without AMX (avx512_bf16 only; {capability}{capped}): AMX speed-ups '
                 'do not apply')
     return (f'bf16 without AMX or avx512_bf16 (emulated; {capability}{capped}): slower than '
