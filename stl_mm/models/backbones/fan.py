@@ -290,21 +290,22 @@ class FAN(BaseBackbone):
                             if level in wanted}
         self._final_out = len(levels) - 1
 
+    # A classification FAN has no dense outputs: these are None there rather than an error,
+    # since hasattr(), inspect.getmembers() and the tracers read every attribute.
     @property
-    def dense_channels(self) -> Tuple[int, ...]:
-        """Channels of the dense outputs, in order (FPN / decode-head ``in_channels``)."""
-        self._require_dense('dense_channels')
+    def dense_channels(self) -> Optional[Tuple[int, ...]]:
+        """Channels of the dense outputs, in order (FPN / decode-head ``in_channels``); None
+        for a classification FAN (``dense=False``)."""
+        if not self.dense:
+            return None
         return tuple(self.dense_levels[i][0] for i in self.out_indices)
 
     @property
-    def dense_strides(self) -> Tuple[int, ...]:
-        """Strides of the dense outputs, in order."""
-        self._require_dense('dense_strides')
-        return tuple(self.dense_levels[i][1] for i in self.out_indices)
-
-    def _require_dense(self, what: str) -> None:
+    def dense_strides(self) -> Optional[Tuple[int, ...]]:
+        """Strides of the dense outputs, in order; None for a classification FAN."""
         if not self.dense:
-            raise RuntimeError(f'FAN.{what} describes dense outputs; build with dense=True.')
+            return None
+        return tuple(self.dense_levels[i][1] for i in self.out_indices)
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:

@@ -1,5 +1,6 @@
 """FAN backbone: parity with the official golden outputs, presets, options and registries."""
 import importlib
+import inspect
 import json
 import math
 from pathlib import Path
@@ -351,8 +352,17 @@ def test_bad_inputs_raise_clear_errors():
         FAN(dict(TINY_VIT, embed_dim=32))
     with pytest.raises(ValueError, match='multiples of 16'):
         FAN(TINY_VIT)(torch.randn(1, 3, 40, 48))
-    with pytest.raises(RuntimeError, match='dense=True'):
-        FAN(TINY_VIT).dense_channels
+
+
+@pytest.mark.parametrize('dense', [False, True])
+def test_every_attribute_can_be_read(dense):
+    """hasattr(), inspect.getmembers() and torch.jit read every attribute; dense_channels and
+    dense_strides of a classification FAN used to raise RuntimeError there."""
+    model = FAN(TINY_VIT, dense=dense)
+    members = dict(inspect.getmembers(model))
+    expected = ((32, 32), (16, 16)) if dense else (None, None)
+    assert (members['dense_channels'], members['dense_strides']) == expected
+    assert hasattr(model, 'dense_channels')
 
 
 @pytest.mark.parametrize('codebase', ['mmpretrain', 'mmseg', 'mmdet'])
