@@ -43,6 +43,7 @@ block 19), so its final tokens are already at stride 32 with 768 channels and it
 extra learnable downsample.
 """
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -413,7 +414,15 @@ class FAN(BaseBackbone):
         return block(*args)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        height, width = x.shape[-2:]
+        sides = x.shape[-2:]
+        if torch.jit.is_tracing():
+            # Traced sizes are 0-dim tensors, and reading their values warns that the values
+            # become constants of the trace. Only this check reads them; nothing computed
+            # from them enters the graph.
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                sides = [int(side) for side in sides]
+        height, width = sides
         if height % self.patch_stride or width % self.patch_stride:
             raise ValueError(f'FAN input sides must be multiples of {self.patch_stride}, got '
                              f'{height}x{width}; pad or resize the input (e.g. '

@@ -23,6 +23,20 @@ from torch.utils.checkpoint import checkpoint
 HW = Tuple[int, int]
 
 
+def capturing_graph() -> bool:
+    """Whether this forward pass is being recorded into a graph instead of just run.
+
+    ``torch.jit.trace`` / ``torch.jit.script``, the ONNX exporters, ``torch.export`` and
+    ``torch.compile`` record Python-side decisions as constants of the graph. Eager-only
+    shortcuts that pick a path or a split from the input's shape must be skipped then, or the
+    recorded graph only works for the example's shape (e.g. a fixed batch size).
+    """
+    if torch.jit.is_scripting():
+        return True
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def tokens_to_map(tokens: torch.Tensor, hw: HW) -> torch.Tensor:
     """(N, H*W, C) tokens -> (N, C, H, W) map."""
     batch, _, channels = tokens.shape
@@ -162,7 +176,9 @@ class ConvMlp(nn.Module):
     im2col path (single-threaded, batch < 16).
     """
     #: Without autograd on CPU, the rows are processed in chunks whose hidden activations
-    #: hold about this many elements (4 MB in float32), so they stay in cache.
+    #: hold about this many elements (4 MB in float32), so they stay in cache. Not when the
+    #: forward pass is recorded (:func:`capturing_graph`): the number of chunks follows the
+    #: batch size, so a recorded split would fix the batch size of the graph.
     cpu_inference_chunk_elements = 2**20
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
@@ -172,7 +188,7 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != 'cpu':
+        if torch.is_grad_enabled() or x.device.type != 'cpu' or capturing_graph():
             return self._mlp(x)
         # The hidden map of a whole stride-4 batch is tens of MB: written to and read back
         # from memory, it cost as much as the GEMMs (a teacher or test forward on CPU runs
@@ -357,7 +373,8 @@ class TokenMixing(_HeadedAttention):
         self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, v = self.split_heads(self.kv(x), parts=2)
+        # unbind, not tuple unpacking: iterating a tensor is a TracerWarning in torch.jit.trace.
+        k, v = self.split_heads(self.kv(x), parts=2).unbind(0)
         return self.attend(self.split_heads(self.q(x)), k, v)
 
 
