@@ -165,7 +165,7 @@ def load_export_model(config: Union[str, Config],
             raise ValueError(f'{where}: model.backbone is not dense (dense=False); a {scope} '
                              'config needs FAN(dense=True).')
         module = FAN(**_fan_config(backbone_cfg, where))
-        description = f'dense FAN backbone of a {scope} {model_cfg.get("type")}'
+        description = f'dense FAN backbone of the {scope} {model_cfg.get("type")}'
     elif dense:
         fan_cfg = _fan_config(backbone_cfg, where)
         fan_cfg.setdefault('paired_fourier_frequencies', True)

@@ -202,7 +202,7 @@ def test_dense_export_of_a_classifier_checkpoint(tmp_path):
     det_cfg = Config(dict(default_scope='mmdet', model=dict(
         type='CascadeRCNN', backbone=dict(type='FAN', arch=TINY_HYBRID, dense=True))))
     with pytest.raises(CheckpointMismatchError,
-                       match='leaves weights of the dense FAN backbone of a mmdet CascadeRCNN '
+                       match='leaves weights of the dense FAN backbone of the mmdet CascadeRCNN '
                        'at their initial values: learnable_downsample.bias'):
         load_export_model(det_cfg, str(checkpoint))
 
