@@ -8,6 +8,12 @@ def read_version() -> str:
     return namespace['__version__']
 
 
+def read_requirements(path: str) -> list:
+    """The requirement lines of a requirements file (comments and blank lines dropped)."""
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith('#')]
+
+
 setup(
     name='stl_mm',
     version=read_version(),
@@ -22,6 +28,7 @@ setup(
     extras_require={
         'seg': ['mmsegmentation>=1.2.0'],
         'det': ['mmdet>=3.3.0', 'pycocotools'],
+        'deploy': read_requirements('requirements/deploy.txt'),
     },
     license='Apache-2.0',
 )

@@ -43,6 +43,7 @@ block 19), so its final tokens are already at stride 32 with 768 channels and it
 extra learnable downsample.
 """
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -107,6 +108,11 @@ class FAN(BaseBackbone):
     arch_zoo: Dict[str, dict] = ARCH_ZOO
     #: The official model names (one per distinct architecture, token variants included).
     official_names = OFFICIAL_NAMES
+    #: Tokens ahead of the patch tokens in the output of each block ``blocks[i]`` (an
+    #: (N, H*W, C) tensor): none, the class token only joins in the class-attention blocks.
+    #: mmpretrain's Grad-CAM tool (``vis_cam.py --vit-like --target-layers backbone.blocks.N``)
+    #: reads it to lay a block's tokens out as a map.
+    num_extra_tokens = 0
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny-hybrid',
@@ -285,21 +291,22 @@ class FAN(BaseBackbone):
                             if level in wanted}
         self._final_out = len(levels) - 1
 
+    # A classification FAN has no dense outputs: these are None there rather than an error,
+    # since hasattr(), inspect.getmembers() and the tracers read every attribute.
     @property
-    def dense_channels(self) -> Tuple[int, ...]:
-        """Channels of the dense outputs, in order (FPN / decode-head ``in_channels``)."""
-        self._require_dense('dense_channels')
+    def dense_channels(self) -> Optional[Tuple[int, ...]]:
+        """Channels of the dense outputs, in order (FPN / decode-head ``in_channels``); None
+        for a classification FAN (``dense=False``)."""
+        if not self.dense:
+            return None
         return tuple(self.dense_levels[i][0] for i in self.out_indices)
 
     @property
-    def dense_strides(self) -> Tuple[int, ...]:
-        """Strides of the dense outputs, in order."""
-        self._require_dense('dense_strides')
-        return tuple(self.dense_levels[i][1] for i in self.out_indices)
-
-    def _require_dense(self, what: str) -> None:
+    def dense_strides(self) -> Optional[Tuple[int, ...]]:
+        """Strides of the dense outputs, in order; None for a classification FAN."""
         if not self.dense:
-            raise RuntimeError(f'FAN.{what} describes dense outputs; build with dense=True.')
+            return None
+        return tuple(self.dense_levels[i][1] for i in self.out_indices)
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
@@ -407,7 +414,15 @@ class FAN(BaseBackbone):
         return block(*args)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        height, width = x.shape[-2:]
+        sides = x.shape[-2:]
+        if torch.jit.is_tracing():
+            # Traced sizes are 0-dim tensors, and reading their values warns that the values
+            # become constants of the trace. Only this check reads them; nothing computed
+            # from them enters the graph.
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                sides = [int(side) for side in sides]
+        height, width = sides
         if height % self.patch_stride or width % self.patch_stride:
             raise ValueError(f'FAN input sides must be multiples of {self.patch_stride}, got '
                              f'{height}x{width}; pad or resize the input (e.g. '
@@ -432,7 +447,8 @@ class FAN(BaseBackbone):
 
         outs = {level: stem_maps[level] for level in self._stem_outs}
         for index, block in enumerate(self.blocks):
-            x, hw = self._run(block, x, hw)
+            x = self._run(block, x, hw)
+            hw = block.output_grid(hw)
             if index in self._block_outs:
                 outs[self._block_outs[index]] = tokens_to_map(x, hw).contiguous()
         if self._final_out in self.out_indices:

@@ -23,6 +23,20 @@ from torch.utils.checkpoint import checkpoint
 HW = Tuple[int, int]
 
 
+def capturing_graph() -> bool:
+    """Whether this forward pass is being recorded into a graph instead of just run.
+
+    ``torch.jit.trace`` / ``torch.jit.script``, the ONNX exporters, ``torch.export`` and
+    ``torch.compile`` record Python-side decisions as constants of the graph. Eager-only
+    shortcuts that pick a path or a split from the input's shape must be skipped then, or the
+    recorded graph only works for the example's shape (e.g. a fixed batch size).
+    """
+    if torch.jit.is_scripting():
+        return True
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def tokens_to_map(tokens: torch.Tensor, hw: HW) -> torch.Tensor:
     """(N, H*W, C) tokens -> (N, C, H, W) map."""
     batch, _, channels = tokens.shape
@@ -162,7 +176,9 @@ class ConvMlp(nn.Module):
     im2col path (single-threaded, batch < 16).
     """
     #: Without autograd on CPU, the rows are processed in chunks whose hidden activations
-    #: hold about this many elements (4 MB in float32), so they stay in cache.
+    #: hold about this many elements (4 MB in float32), so they stay in cache. Not when the
+    #: forward pass is recorded (:func:`capturing_graph`): the number of chunks follows the
+    #: batch size, so a recorded split would fix the batch size of the graph.
     cpu_inference_chunk_elements = 2**20
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
@@ -172,7 +188,7 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != 'cpu':
+        if torch.is_grad_enabled() or x.device.type != 'cpu' or capturing_graph():
             return self._mlp(x)
         # The hidden map of a whole stride-4 batch is tens of MB: written to and read back
         # from memory, it cost as much as the GEMMs (a teacher or test forward on CPU runs
@@ -357,7 +373,8 @@ class TokenMixing(_HeadedAttention):
         self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, v = self.split_heads(self.kv(x), parts=2)
+        # unbind, not tuple unpacking: iterating a tensor is a TracerWarning in torch.jit.trace.
+        k, v = self.split_heads(self.kv(x), parts=2).unbind(0)
         return self.attend(self.split_heads(self.q(x)), k, v)
 
 
@@ -499,10 +516,15 @@ class OverlapDownsample(nn.Module):
         # Officially nn.LayerNorm's default eps (1e-5).
         self.norm = nn.LayerNorm(out_channels)
 
-    def forward(self, x: torch.Tensor, hw: HW) -> Tuple[torch.Tensor, HW]:
-        x = self.proj(tokens_to_map(x, hw))
-        new_hw = (x.shape[2], x.shape[3])
-        return self.norm(map_to_tokens(x)), new_hw
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """Tokens of an (H, W) grid -> tokens of the :meth:`output_grid`, ``out_channels`` wide."""
+        return self.norm(map_to_tokens(self.proj(tokens_to_map(x, hw))))
+
+    def output_grid(self, hw: HW) -> HW:
+        """The (H', W') grid that :meth:`forward` produces from an (H, W) grid."""
+        conv = self.proj
+        return tuple((side + 2 * pad - kernel) // stride + 1 for side, pad, kernel, stride in zip(
+            hw, conv.padding, conv.kernel_size, conv.stride))
 
 
 class FANBlock(nn.Module):
@@ -554,12 +576,22 @@ class FANBlock(nn.Module):
         else:
             self.downsample = None
 
-    def forward(self, x: torch.Tensor, hw: HW) -> Tuple[torch.Tensor, HW]:
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """(N, H*W, C) tokens of an H x W grid -> the block's output tokens.
+
+        Only tokens are returned, so that forward hooks (Grad-CAM target layers, feature
+        extraction) see a tensor; the output grid, smaller after a downsample, is
+        :meth:`output_grid`.
+        """
         x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
         x = x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x), hw))
         if self.downsample is not None:
-            x, hw = self.downsample(x, hw)
-        return x, hw
+            x = self.downsample(x, hw)
+        return x
+
+    def output_grid(self, hw: HW) -> HW:
+        """The grid of the tokens :meth:`forward` returns for an (H, W) input grid."""
+        return hw if self.downsample is None else self.downsample.output_grid(hw)
 
 
 class ClassAttention(_HeadedAttention):

@@ -1,5 +1,6 @@
 """FAN backbone: parity with the official golden outputs, presets, options and registries."""
 import importlib
+import inspect
 import json
 import math
 from pathlib import Path
@@ -184,6 +185,38 @@ def test_classification_forward_backward_non_square(arch):
     assert no_grad == []
 
 
+@pytest.mark.parametrize('arch', [TINY_HYBRID, TINY_XL], ids=['hybrid', 'xl-downsample'])
+def test_block_outputs_are_token_tensors_for_grad_cam(arch):
+    """Grad-CAM (vis_cam.py --target-layers backbone.blocks.N) hooks a block's output and
+    needs a tensor; the blocks used to return (tokens, grid). The XLarge pattern halves the
+    grid inside block 1 (64x96 input: 4x6 grid, then 2x3 after the downsample)."""
+    model = FAN(arch).eval()
+    outputs = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda module, args, out: outputs.append(out))
+    with torch.no_grad():
+        (_, patch_map), = model(torch.randn(2, 3, 64, 96))
+    widths = model.arch_settings['embed_dims']
+    grids = [(4, 6), (2, 3), (2, 3)] if arch is TINY_XL else [(4, 6), (4, 6)]
+    assert model.num_extra_tokens == 0  # no class token before the patch tokens
+    for index, (out, grid) in enumerate(zip(outputs, grids)):
+        assert isinstance(out, torch.Tensor), type(out)
+        assert out.shape == (2, grid[0] * grid[1], widths[min(index + 1, model.depth - 1)])
+        assert model.blocks[index].output_grid(grids[index - 1] if index else (4, 6)) == grid
+    assert patch_map.shape[2:] == grids[-1]
+
+
+def test_overlap_downsample_grid_of_odd_sides():
+    """The grid a width-changing block reports is the one its stride-2 conv produces."""
+    model = FAN(TINY_XL).eval()
+    block = model.blocks[1]
+    tokens = torch.randn(1, 5 * 7, 32)
+    with torch.no_grad():
+        out = block(tokens, (5, 7))
+    assert block.output_grid((5, 7)) == (3, 4)
+    assert out.shape == (1, 3 * 4, 48)
+
+
 def test_se_mlp_preset_runs():
     """The official forward of fan_small_12_p16_224_se_attn fails; ours runs."""
     model = FAN('small-se').eval()
@@ -319,8 +352,17 @@ def test_bad_inputs_raise_clear_errors():
         FAN(dict(TINY_VIT, embed_dim=32))
     with pytest.raises(ValueError, match='multiples of 16'):
         FAN(TINY_VIT)(torch.randn(1, 3, 40, 48))
-    with pytest.raises(RuntimeError, match='dense=True'):
-        FAN(TINY_VIT).dense_channels
+
+
+@pytest.mark.parametrize('dense', [False, True])
+def test_every_attribute_can_be_read(dense):
+    """hasattr(), inspect.getmembers() and torch.jit read every attribute; dense_channels and
+    dense_strides of a classification FAN used to raise RuntimeError there."""
+    model = FAN(TINY_VIT, dense=dense)
+    members = dict(inspect.getmembers(model))
+    expected = ((32, 32), (16, 16)) if dense else (None, None)
+    assert (members['dense_channels'], members['dense_strides']) == expected
+    assert hasattr(model, 'dense_channels')
 
 
 @pytest.mark.parametrize('codebase', ['mmpretrain', 'mmseg', 'mmdet'])
