@@ -107,6 +107,11 @@ class FAN(BaseBackbone):
     arch_zoo: Dict[str, dict] = ARCH_ZOO
     #: The official model names (one per distinct architecture, token variants included).
     official_names = OFFICIAL_NAMES
+    #: Tokens ahead of the patch tokens in the output of each block ``blocks[i]`` (an
+    #: (N, H*W, C) tensor): none, the class token only joins in the class-attention blocks.
+    #: mmpretrain's Grad-CAM tool (``vis_cam.py --vit-like --target-layers backbone.blocks.N``)
+    #: reads it to lay a block's tokens out as a map.
+    num_extra_tokens = 0
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny-hybrid',
@@ -432,7 +437,8 @@ class FAN(BaseBackbone):
 
         outs = {level: stem_maps[level] for level in self._stem_outs}
         for index, block in enumerate(self.blocks):
-            x, hw = self._run(block, x, hw)
+            x = self._run(block, x, hw)
+            hw = block.output_grid(hw)
             if index in self._block_outs:
                 outs[self._block_outs[index]] = tokens_to_map(x, hw).contiguous()
         if self._final_out in self.out_indices:

@@ -499,10 +499,15 @@ class OverlapDownsample(nn.Module):
         # Officially nn.LayerNorm's default eps (1e-5).
         self.norm = nn.LayerNorm(out_channels)
 
-    def forward(self, x: torch.Tensor, hw: HW) -> Tuple[torch.Tensor, HW]:
-        x = self.proj(tokens_to_map(x, hw))
-        new_hw = (x.shape[2], x.shape[3])
-        return self.norm(map_to_tokens(x)), new_hw
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """Tokens of an (H, W) grid -> tokens of the :meth:`output_grid`, ``out_channels`` wide."""
+        return self.norm(map_to_tokens(self.proj(tokens_to_map(x, hw))))
+
+    def output_grid(self, hw: HW) -> HW:
+        """The (H', W') grid that :meth:`forward` produces from an (H, W) grid."""
+        conv = self.proj
+        return tuple((side + 2 * pad - kernel) // stride + 1 for side, pad, kernel, stride in zip(
+            hw, conv.padding, conv.kernel_size, conv.stride))
 
 
 class FANBlock(nn.Module):
@@ -554,12 +559,22 @@ class FANBlock(nn.Module):
         else:
             self.downsample = None
 
-    def forward(self, x: torch.Tensor, hw: HW) -> Tuple[torch.Tensor, HW]:
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """(N, H*W, C) tokens of an H x W grid -> the block's output tokens.
+
+        Only tokens are returned, so that forward hooks (Grad-CAM target layers, feature
+        extraction) see a tensor; the output grid, smaller after a downsample, is
+        :meth:`output_grid`.
+        """
         x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
         x = x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x), hw))
         if self.downsample is not None:
-            x, hw = self.downsample(x, hw)
-        return x, hw
+            x = self.downsample(x, hw)
+        return x
+
+    def output_grid(self, hw: HW) -> HW:
+        """The grid of the tokens :meth:`forward` returns for an (H, W) input grid."""
+        return hw if self.downsample is None else self.downsample.output_grid(hw)
 
 
 class ClassAttention(_HeadedAttention):

@@ -184,6 +184,38 @@ def test_classification_forward_backward_non_square(arch):
     assert no_grad == []
 
 
+@pytest.mark.parametrize('arch', [TINY_HYBRID, TINY_XL], ids=['hybrid', 'xl-downsample'])
+def test_block_outputs_are_token_tensors_for_grad_cam(arch):
+    """Grad-CAM (vis_cam.py --target-layers backbone.blocks.N) hooks a block's output and
+    needs a tensor; the blocks used to return (tokens, grid). The XLarge pattern halves the
+    grid inside block 1 (64x96 input: 4x6 grid, then 2x3 after the downsample)."""
+    model = FAN(arch).eval()
+    outputs = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda module, args, out: outputs.append(out))
+    with torch.no_grad():
+        (_, patch_map), = model(torch.randn(2, 3, 64, 96))
+    widths = model.arch_settings['embed_dims']
+    grids = [(4, 6), (2, 3), (2, 3)] if arch is TINY_XL else [(4, 6), (4, 6)]
+    assert model.num_extra_tokens == 0  # no class token before the patch tokens
+    for index, (out, grid) in enumerate(zip(outputs, grids)):
+        assert isinstance(out, torch.Tensor), type(out)
+        assert out.shape == (2, grid[0] * grid[1], widths[min(index + 1, model.depth - 1)])
+        assert model.blocks[index].output_grid(grids[index - 1] if index else (4, 6)) == grid
+    assert patch_map.shape[2:] == grids[-1]
+
+
+def test_overlap_downsample_grid_of_odd_sides():
+    """The grid a width-changing block reports is the one its stride-2 conv produces."""
+    model = FAN(TINY_XL).eval()
+    block = model.blocks[1]
+    tokens = torch.randn(1, 5 * 7, 32)
+    with torch.no_grad():
+        out = block(tokens, (5, 7))
+    assert block.output_grid((5, 7)) == (3, 4)
+    assert out.shape == (1, 3 * 4, 48)
+
+
 def test_se_mlp_preset_runs():
     """The official forward of fan_small_12_p16_224_se_attn fails; ours runs."""
     model = FAN('small-se').eval()
