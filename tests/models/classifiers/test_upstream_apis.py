@@ -48,3 +48,14 @@ def test_feature_extractor_gives_the_class_token_features(extractor):
         logits = model(inputs)
     torch.testing.assert_close(torch.stack(feats), expected)
     torch.testing.assert_close(model.head.head(expected), logits)
+
+
+def test_mmengine_flop_counter_traces_the_classifier():
+    """FlopAnalyzer traces ``model(x)``; a ``(logits, None)`` output cannot be traced."""
+    from mmengine.analysis import get_model_complexity_info
+    cfg = Config.fromfile(str(CONFIG.with_name('fan_demo_baseline.py')))
+    model = MODELS.build(copy.deepcopy(cfg.model)).eval()
+    info = get_model_complexity_info(model, inputs=(torch.zeros(1, 3, 32, 32), ),
+                                     show_table=False, show_arch=False)
+    assert info['flops'] > 0
+    assert info['params'] == sum(p.numel() for p in model.parameters())
