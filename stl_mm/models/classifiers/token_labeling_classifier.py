@@ -34,8 +34,8 @@ class TokenLabelingClassifier(ImageClassifier):
       :meth:`set_teacher`, normally by :class:`~stl_mm.engine.hooks.FrozenTeacherHook`
       (``default_hooks.teacher`` in the student configs).
 
-    Outputs, as mmpretrain's ``ImageClassifier`` gives them (so Grad-CAM, FLOP counters,
-    ONNX export and the inferencers work unchanged):
+    Outputs, as mmpretrain's ``ImageClassifier`` gives them (what its Grad-CAM tool,
+    ``FeatureExtractor`` and inferencers, FLOP counters and ONNX export expect):
 
     - ``forward(inputs)`` (``mode='tensor'``) returns one (N, K) tensor in every mode: the
       logits :meth:`predict` turns into scores (with ``eval_with_token_logits=True``, the
