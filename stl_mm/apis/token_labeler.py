@@ -18,6 +18,7 @@ from mmengine.registry import init_default_scope
 from mmpretrain.registry import DATASETS, MODELS
 
 from stl_mm.engine.hooks import FrozenTeacherHook
+from stl_mm.models.classifiers import token_logits_of
 
 __all__ = ['SPLITS', 'VIEWS', 'find_teacher_hook', 'load_token_labeler', 'build_view_dataset',
            'collect_views']
@@ -127,10 +128,7 @@ def collect_views(model: nn.Module, dataset, indices: Sequence[int], views: Sequ
             raw = torch.stack([item[key] for item in packed])
             normalised = preprocessor(dict(inputs=[image for image in raw],
                                            data_samples=samples), False)['inputs']
-            output = model(normalised.to(device), mode='tensor')
-            token_logits = output[-1] if isinstance(output, (tuple, list)) else output
-            if token_logits is None or token_logits.dim() != 4:
-                raise TypeError('The model returned no token logits (N, K, h, w).')
+            token_logits = token_logits_of(model, normalised.to(device))
             images[view].append(raw.flip(1) if bgr_input and raw.shape[1] == 3 else raw)
             logits[view].append(token_logits.float().cpu())
     return dict(classes=torch.cat(classes),

@@ -68,7 +68,10 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# The first step reads an image file (mmpretrain's vis_cam.py and other tools that start from
+# a file) and keeps the array the in-memory FashionMNIST dataset gives.
 test_pipeline = [
+    dict(type='LoadImageFromFileOrArray'),
     dict(type='GrayToBGR'),
     dict(type='Resize', scale=(32, 32), backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),

@@ -35,8 +35,9 @@ class FrozenTeacher:
       the student (mmengine's EMA copies the model) shares the teacher instead of copying it.
 
     Args:
-        module: The teacher model: ``module(images)`` returns token logits (N, K, h, w), or a
-            tuple ending with them (a ``TokenLabelingClassifier`` with a token head does).
+        module: The teacher model (see :func:`token_logits_of`): a
+            ``TokenLabelingClassifier`` with a token head, or a module whose
+            ``module(images)`` returns token logits (N, K, h, w) or a tuple ending with them.
         checkpoint: The file its weights came from, named in messages.
         load_report: What :func:`load_checkpoint` loaded, when built by :meth:`from_config`.
     """
@@ -103,15 +104,7 @@ class FrozenTeacher:
         # Inference mode skips autograd bookkeeping entirely (cheaper than no_grad); autocast
         # stays as the caller set it, so under AMP the teacher runs in the AMP dtype.
         with torch.inference_mode():
-            output = self.module(images)
-        token_logits = output[-1] if isinstance(output, (tuple, list)) else output
-        if not isinstance(token_logits, torch.Tensor) or token_logits.dim() != 4:
-            shape = tuple(token_logits.shape) if isinstance(token_logits, torch.Tensor) else (
-                type(token_logits).__name__)
-            raise TypeError(
-                'The teacher must return token logits (N, K, h, w), or a tuple ending with '
-                f'them; got {shape}. For a TokenLabelingClassifier teacher, set '
-                f'with_token_head=True in its head ({TEACHER_CONFIG_KEY}.model.head).')
+            token_logits = token_logits_of(self.module, images)
         # Non-finite logits would become one label for every token (argmax) and train the
         # student with a finite loss: stop instead.
         if not torch.isfinite(token_logits).all():
@@ -134,6 +127,30 @@ class FrozenTeacher:
 
     def __deepcopy__(self, memo: dict) -> 'FrozenTeacher':
         return self
+
+
+def token_logits_of(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Token logits (N, K, h, w) of a model following the teacher protocol.
+
+    A model with ``class_and_token_logits`` (a ``TokenLabelingClassifier``) gives the second
+    item of that method's output; any other module the output of ``module(images)``, or the
+    last item of the tuple it returns.
+
+    Raises:
+        TypeError: The model gives no (N, K, h, w) tensor.
+    """
+    both = getattr(module, 'class_and_token_logits', None)
+    output = both(images) if callable(both) else module(images)
+    token_logits = output[-1] if isinstance(output, (tuple, list)) else output
+    if not isinstance(token_logits, torch.Tensor) or token_logits.dim() != 4:
+        shape = tuple(token_logits.shape) if isinstance(token_logits, torch.Tensor) else (
+            type(token_logits).__name__)
+        raise TypeError(
+            'The teacher must return token logits (N, K, h, w), or a tuple ending with '
+            f'them; got {shape}. A TokenLabelingClassifier teacher gives them through '
+            'class_and_token_logits() when its head has with_token_head=True '
+            f'({TEACHER_CONFIG_KEY}.model.head).')
+    return token_logits
 
 
 def check_teacher_settings(model: object, checkpoint: object, use_ema: object) -> None:

@@ -1,5 +1,5 @@
 """Image classifier for FAN baselines and both stages of Self-emerging Token Labeling."""
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -34,10 +34,21 @@ class TokenLabelingClassifier(ImageClassifier):
       :meth:`set_teacher`, normally by :class:`~stl_mm.engine.hooks.FrozenTeacherHook`
       (``default_hooks.teacher`` in the student configs).
 
-    Teacher protocol: any ``nn.Module`` where ``teacher(images)`` returns token logits
-    (N, K, h, w), or a tuple whose last item is such a tensor. A
-    ``TokenLabelingClassifier`` qualifies: its ``forward(images)`` (``mode='tensor'``) returns
-    ``(cls_logits, token_logits)``. :class:`~.frozen_teacher.FrozenTeacher` holds it (frozen,
+    Outputs, as mmpretrain's ``ImageClassifier`` gives them (what its Grad-CAM tool,
+    ``FeatureExtractor`` and inferencers, FLOP counters and ONNX export expect):
+
+    - ``forward(inputs)`` (``mode='tensor'``) returns one (N, K) tensor in every mode: the
+      logits :meth:`predict` turns into scores (with ``eval_with_token_logits=True``, the
+      official ``cls + 0.5 * max token`` variant).
+    - ``extract_feat(inputs, stage='pre_logits')`` returns the (N, C) class-token features;
+      ``stage='backbone'`` (or ``'neck'``) the backbone's ``((cls_feat, patch_map),)``.
+    - :meth:`class_and_token_logits` returns ``(cls_logits (N, K), token_logits
+      (N, K, H, W))``: the class-token logits and the per-token logits (needs the token head).
+
+    Teacher protocol: a ``TokenLabelingClassifier`` with a token head, whose
+    :meth:`class_and_token_logits` gives the token logits; or any other ``nn.Module`` where
+    ``teacher(images)`` returns token logits (N, K, h, w), or a tuple whose last item is such
+    a tensor. :class:`~.frozen_teacher.FrozenTeacher` holds it (frozen,
     in eval mode, outside this model's parameters, state dict, EMA copy and DDP) and runs it
     under ``torch.inference_mode`` and the surrounding autocast (AMP dtype when AMP is on); the
     loss casts its logits to float32.
@@ -123,23 +134,41 @@ class TokenLabelingClassifier(ImageClassifier):
                 mode: str = 'tensor',
                 teacher_inputs: Optional[torch.Tensor] = None,
                 batch_mix: Optional[Any] = None):
-        """Run in ``'tensor'`` (returns ``(cls_logits, token_logits)``), ``'loss'`` or
-        ``'predict'`` mode.
+        """Run in ``'tensor'``, ``'loss'`` or ``'predict'`` mode.
 
         Args:
             inputs: Student images (N, 3, H, W).
             data_samples: Annotations (``gt_label`` or, after Mixup / CutMix, ``gt_score``).
-            mode: ``'tensor'``, ``'loss'`` or ``'predict'``.
+            mode: ``'tensor'`` (the (N, K) prediction logits, see the class docstring),
+                ``'loss'`` (a dict of losses) or ``'predict'`` (data samples with scores).
             teacher_inputs: Teacher view of the same images (stage 2 only).
             batch_mix: ``BatchMixRecord`` of the student batch, or None (stage 2 only).
         """
         if mode == 'tensor':
-            return self.head(self.extract_feat(inputs))
+            return self.head.prediction_logits(self.extract_feat(inputs))
         if mode == 'loss':
             return self.loss(inputs, data_samples, teacher_inputs, batch_mix)
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         raise RuntimeError(f'Invalid mode "{mode}": use "tensor", "loss" or "predict".')
+
+    def class_and_token_logits(self,
+                               inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (N, K) of the class token and token logits (N, K, H, W) of the patches.
+
+        The class logits are the class head's alone (no ``eval_with_token_logits`` mixing);
+        the token logits are what a token labeler gives a STL student.
+
+        Raises:
+            ValueError: The head has no token head (``with_token_head=False``).
+        """
+        if not self.head.with_token_head:
+            raise ValueError(
+                'TokenLabelingClassifier.class_and_token_logits: this model has no token head '
+                '(with_token_head=False), so it gives no token logits; set with_token_head=True '
+                f'in its head config (for a teacher: {TEACHER_CONFIG_KEY}.model.head) and load a '
+                'checkpoint trained with it (a token labeler).')
+        return self.head(self.extract_feat(inputs))
 
     def loss(self,
              inputs: torch.Tensor,

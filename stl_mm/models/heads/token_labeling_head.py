@@ -23,6 +23,10 @@ class TokenLabelingHead(ClsHead):
     The backbone must return ``((cls_feat, patch_map),)`` as :class:`~stl_mm.models.FAN`
     does: ``cls_feat`` (N, C) and ``patch_map`` (N, C, H, W).
 
+    ``forward`` returns ``(cls_logits, token_logits)``; :meth:`pre_logits` the (N, C)
+    class-token features, as mmpretrain's heads do (``extract_feat(stage='pre_logits')``);
+    :meth:`class_and_patch_features` both feature tensors.
+
     Prediction returns the softmax of the class logits. With ``eval_with_token_logits=True``
     it uses the official evaluation variant instead: ``cls_logits + 0.5 * max over tokens of
     the token logits`` (per class), which needs the token head.
@@ -104,8 +108,18 @@ class TokenLabelingHead(ClsHead):
                 f'or set it to {width}.')
         return head
 
-    def pre_logits(self, feats: Sequence) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(cls_feat, patch_map)`` of the last backbone output."""
+    def pre_logits(self, feats: Sequence) -> torch.Tensor:
+        """The (N, C) class-token features the class classifier sees.
+
+        mmpretrain's contract: ``model.extract_feat(inputs, stage='pre_logits')`` and its
+        ``FeatureExtractor`` give the feature vector before the final linear layer, as
+        ``VisionTransformerClsHead.pre_logits`` does. The patch features the token head
+        uses come with :meth:`class_and_patch_features`.
+        """
+        return self.class_and_patch_features(feats)[0]
+
+    def class_and_patch_features(self, feats: Sequence) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(cls_feat (N, C), patch_map (N, C, H, W))`` of the last backbone output."""
         last = feats[-1]
         if not (isinstance(last, (tuple, list)) and len(last) == 2):
             raise TypeError(
@@ -121,12 +135,14 @@ class TokenLabelingHead(ClsHead):
 
     def forward(self, feats: Sequence) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Compute class logits (N, K) and token logits (N, K, H, W) (None without token head)."""
-        cls_feat, patch_map = self.pre_logits(feats)
-        cls_logits = self.head(cls_feat)
+        cls_feat, patch_map = self.class_and_patch_features(feats)
+        return self.head(cls_feat), self._token_logits(patch_map)
+
+    def _token_logits(self, patch_map: torch.Tensor) -> Optional[torch.Tensor]:
+        """Token logits (N, K, H, W) of a patch map, or None without the token head."""
         if self.aux_head is None:
-            return cls_logits, None
-        token_logits = self.aux_head(patch_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return cls_logits, token_logits
+            return None
+        return self.aux_head(patch_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def class_loss(self, logits: torch.Tensor, data_samples: List[DataSample]) -> torch.Tensor:
         """Class loss of any (N, K) logits against the (smoothed, possibly mixed) class target."""
@@ -162,8 +178,10 @@ class TokenLabelingHead(ClsHead):
         return self._get_predictions(self.prediction_logits(feats), data_samples)
 
     def prediction_logits(self, feats: Sequence) -> torch.Tensor:
-        """The (N, K) logits used for prediction."""
-        cls_logits, token_logits = self(feats)
+        """The (N, K) logits used for prediction (the token head only runs when they use it)."""
+        cls_feat, patch_map = self.class_and_patch_features(feats)
+        cls_logits = self.head(cls_feat)
         if not self.eval_with_token_logits:
             return cls_logits
+        token_logits = self._token_logits(patch_map)
         return cls_logits + TOKEN_LOGITS_EVAL_WEIGHT * token_logits.flatten(2).amax(dim=2)

@@ -254,6 +254,6 @@ def test_official_teacher_checkpoint_gives_official_token_logits(official_fixtur
     assert not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
     with torch.no_grad():
-        _, token_logits = teacher(fixture['input'])
+        _, token_logits = teacher.class_and_token_logits(fixture['input'])
     torch.testing.assert_close(token_logits.flatten(2).transpose(1, 2),
                                fixture['outputs']['aux_logits'], atol=1e-4, rtol=0)

@@ -9,7 +9,7 @@ from mmpretrain.registry import MODELS
 import stl_mm  # noqa: F401
 from stl_mm.engine.hooks import FrozenTeacherHook
 from stl_mm.models.backbones.fan_checkpoint import CheckpointMismatchError, CheckpointReadError
-from stl_mm.models.classifiers import FrozenTeacher
+from stl_mm.models.classifiers import FrozenTeacher, token_logits_of
 from stl_mm.models.classifiers.frozen_teacher import missing_teacher_hint
 
 REPO = Path(__file__).resolve().parents[3]
@@ -112,3 +112,35 @@ def test_impossible_teacher_settings_are_refused_before_loading(settings, error,
         with pytest.raises(error) as raised:
             build(*arguments.values())
         assert str(raised.value).startswith(expected), build
+
+
+class _TokenMap(torch.nn.Module):
+    """A non-classifier teacher: ``module(images)`` is the token-logit map itself."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images[:, :2, ::8, ::8] * 2
+
+
+class _ClassesAndTokens(_TokenMap):
+    """A teacher returning ``(class logits, token logits)``."""
+
+    def forward(self, images: torch.Tensor):
+        return images.mean((2, 3)), super().forward(images)
+
+
+def test_the_teacher_protocol_for_classifiers_and_other_modules():
+    """A TokenLabelingClassifier's forward gives one (N, K) tensor (mmpretrain's contract), so
+    the teacher's token logits come from class_and_token_logits(); other modules keep the
+    plain protocol (a map, or a tuple ending with one)."""
+    images = torch.randn(2, 3, 32, 32)
+    classifier = MODELS.build(teacher_cfg()).eval()
+    with torch.no_grad():
+        expected = classifier.class_and_token_logits(images)[1]
+        assert classifier(images).shape == (2, 4)
+    torch.testing.assert_close(FrozenTeacher(classifier).token_logits(images), expected)
+    torch.testing.assert_close(token_logits_of(classifier, images), expected)
+    for module in (_TokenMap(), _ClassesAndTokens()):
+        torch.testing.assert_close(FrozenTeacher(module).token_logits(images),
+                                   images[:, :2, ::8, ::8] * 2)
+    with pytest.raises(TypeError, match=r'token logits \(N, K, h, w\).*got \(2, 3\)'):
+        token_logits_of(torch.nn.Identity(), images.mean((2, 3)))

@@ -115,10 +115,10 @@ def test_teacher_class_count_mismatch_is_a_clear_error(official):
 
 
 # --------------------------------------------------------------------- real FAN
-def test_tensor_mode_and_plain_loss():
+def test_class_and_token_logits_and_plain_loss():
     model = MODELS.build(fan_classifier_cfg('plain'))
     images = torch.randn(2, 3, 32, 48)
-    cls_logits, token_logits = model(images)
+    cls_logits, token_logits = model.class_and_token_logits(images)
     assert cls_logits.shape == (2, NUM_CLASSES)
     assert token_logits.shape == (2, NUM_CLASSES, 2, 3)
     samples = labelled(torch.tensor([1, 5]))
@@ -127,11 +127,60 @@ def test_tensor_mode_and_plain_loss():
     torch.testing.assert_close(losses['loss_cls'], model.head.class_loss(cls_logits, samples))
 
 
+@pytest.mark.parametrize('mode,head_options', [
+    ('plain', dict(with_token_head=False)),
+    ('plain', dict()),
+    ('labeler', dict()),
+    ('student', dict()),
+    ('plain', dict(eval_with_token_logits=True)),
+])
+def test_tensor_mode_returns_the_prediction_logits_as_one_tensor(mode, head_options):
+    """mmpretrain's contract (Grad-CAM, FLOP counters, ONNX export): ``model(x)`` is one
+    (N, K) tensor. Plain mode used to return ``(logits, None)``, the others a pair."""
+    cfg = fan_classifier_cfg(mode)
+    cfg['head'].update(head_options)
+    model = MODELS.build(cfg).eval()
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        logits = model(images)
+        scores = torch.stack([s.pred_score for s in model(images, mode='predict')])
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, NUM_CLASSES)
+    torch.testing.assert_close(logits.softmax(1), scores)
+
+
+def test_class_and_token_logits_needs_the_token_head():
+    cfg = fan_classifier_cfg('plain')
+    cfg['head']['with_token_head'] = False
+    model = MODELS.build(cfg)
+    with pytest.raises(ValueError, match=r'class_and_token_logits: this model has no token '
+                       r'head \(with_token_head=False\)'):
+        model.class_and_token_logits(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize('stage,expected', [('pre_logits', (2, 16)), ('backbone', None),
+                                            ('neck', None)])
+def test_extract_feat_stages(stage, expected):
+    """``stage='pre_logits'`` gives the (N, C) class-token features (it gave the pair)."""
+    model = MODELS.build(fan_classifier_cfg('labeler')).eval()
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        feats = model.extract_feat(images, stage=stage)
+        (cls_feat, patch_map), = model.backbone(images)
+    if expected is not None:
+        assert isinstance(feats, torch.Tensor) and feats.shape == expected
+        torch.testing.assert_close(feats, cls_feat)
+        torch.testing.assert_close(model.head.head(feats), model(images))
+    else:
+        (feat_cls, feat_map), = feats
+        torch.testing.assert_close(feat_cls, cls_feat)
+        assert feat_map.shape == patch_map.shape == (2, 16, 2, 3)
+
+
 def test_labeler_loss_averages_token_logits():
     model = MODELS.build(fan_classifier_cfg('labeler', labeler_weight=0.7))
     images = torch.randn(2, 3, 32, 32)
     samples = labelled(torch.tensor([0, 3]))
-    _, token_logits = model(images)
+    _, token_logits = model.class_and_token_logits(images)
     losses = model(images, samples, mode='loss')
     expected = 0.7 * model.head.class_loss(token_logits.mean(dim=(2, 3)), samples)
     torch.testing.assert_close(losses['loss_token'], expected)
@@ -145,10 +194,10 @@ def test_student_with_heterogeneous_fan_teacher():
     student.set_teacher(teacher)
     images, teacher_images = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
     samples = labelled(torch.tensor([2, 4]))
-    _, teacher_tokens = teacher(teacher_images)
+    _, teacher_tokens = teacher.class_and_token_logits(teacher_images)
     assert teacher_tokens.shape[-2:] == (4, 4)  # the student grid is 2x2
 
-    _, student_tokens = student(images)
+    _, student_tokens = student.class_and_token_logits(images)
     torch.manual_seed(3)
     targets = student.token_loss.make_targets(teacher_tokens, (2, 2))
     torch.manual_seed(3)
@@ -190,7 +239,8 @@ def test_student_mode_errors():
     no_tokens = fan_classifier_cfg('plain')
     no_tokens['head']['with_token_head'] = False
     student.set_teacher(frozen(MODELS.build(no_tokens)))
-    with pytest.raises(TypeError, match='with_token_head=True'):
+    with pytest.raises(ValueError, match=r'no token head.*with_token_head=True.*'
+                       r'default_hooks\.teacher\.model\.head'):
         student(images, samples, mode='loss', teacher_inputs=images)
 
 
@@ -251,10 +301,13 @@ def test_eval_with_token_logits_option():
     model = MODELS.build(fan_classifier_cfg('plain', eval_with_token_logits=True)).eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        cls_logits, token_logits = model(images)
+        cls_logits, token_logits = model.class_and_token_logits(images)
         scores = torch.stack([s.pred_score for s in model(images, mode='predict')])
-    expected = (cls_logits + 0.5 * token_logits.flatten(2).max(2).values).softmax(1)
-    torch.testing.assert_close(scores, expected)
+        logits = model(images)
+    expected = cls_logits + 0.5 * token_logits.flatten(2).max(2).values
+    torch.testing.assert_close(scores, expected.softmax(1))
+    # Tensor mode gives the logits the model predicts with.
+    torch.testing.assert_close(logits, expected)
 
 
 # --------------------------------------------------------------------- official checkpoints
@@ -283,7 +336,7 @@ def test_official_checkpoint_reproduces_official_outputs(official_fixtures, tmp_
         mode='student')
     load_checkpoint(model, str(path))  # what tools/test.py and load_from call
     with torch.no_grad():
-        cls_logits, token_logits = model.eval()(fixture['input'])
+        cls_logits, token_logits = model.eval().class_and_token_logits(fixture['input'])
     expected = fixture['outputs']
     torch.testing.assert_close(cls_logits, expected['cls_logits'], atol=1e-4, rtol=0)
     torch.testing.assert_close(token_logits.flatten(2).transpose(1, 2), expected['aux_logits'],

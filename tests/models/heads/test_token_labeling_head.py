@@ -124,3 +124,24 @@ def test_head_without_in_channels_or_with_the_wrong_width_says_so():
     with pytest.raises(ValueError, match=r'features have 8 channels, the head was built for '
                        r'in_channels=9'):
         head(make_feats())
+
+
+def test_pre_logits_are_the_class_token_features():
+    """mmpretrain's pre_logits contract: the (N, C) vector before the class layer (it was the
+    ``(cls_feat, patch_map)`` pair)."""
+    head = TokenLabelingHead(NUM_CLASSES, CHANNELS)
+    feats = make_feats()
+    cls_feat, patch_map = feats[0]
+    pre_logits = head.pre_logits(feats)
+    assert isinstance(pre_logits, torch.Tensor) and pre_logits.shape == (2, CHANNELS)
+    assert torch.equal(pre_logits, cls_feat)
+    torch.testing.assert_close(head.head(pre_logits), head(feats)[0])
+    both = head.class_and_patch_features(feats)
+    assert torch.equal(both[0], cls_feat) and torch.equal(both[1], patch_map)
+
+
+@pytest.mark.parametrize('with_token_head', [True, False])
+def test_prediction_logits_without_the_token_variant_are_the_class_logits(with_token_head):
+    head = TokenLabelingHead(NUM_CLASSES, CHANNELS, with_token_head=with_token_head)
+    feats = make_feats()
+    torch.testing.assert_close(head.prediction_logits(feats), head(feats)[0])
