@@ -58,13 +58,13 @@ class ExportCheckError(RuntimeError):
 class ClassLogits(nn.Module):
     """An mmpretrain image classifier as a module from images to class logits (N, K).
 
-    The logits are the ones the head's ``predict`` turns into scores: a
-    :class:`~stl_mm.models.heads.TokenLabelingHead`'s ``prediction_logits`` (class logits,
-    or ``cls + 0.5 * max over tokens`` with ``eval_with_token_logits``), any other mmpretrain
-    classification head's ``forward``.
+    The module runs the classifier's ``mode='tensor'``: one (N, K) tensor, the logits its
+    ``predict`` turns into scores (for a :class:`~stl_mm.models.classifiers.TokenLabelingClassifier`
+    the class logits, or ``cls + 0.5 * max over tokens`` with ``eval_with_token_logits``).
+    Exporters call ``forward(images)`` with one argument, hence this wrapper.
 
     Args:
-        classifier: The classifier (``extract_feat`` and ``head``).
+        classifier: The mmpretrain classifier.
     """
 
     def __init__(self, classifier: nn.Module) -> None:
@@ -72,11 +72,7 @@ class ClassLogits(nn.Module):
         self.classifier = classifier
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        feats = self.classifier.extract_feat(inputs)
-        head = self.classifier.head
-        if hasattr(head, 'prediction_logits'):
-            return head.prediction_logits(feats)
-        return head(feats)
+        return self.classifier(inputs, mode='tensor')
 
 
 @dataclass
