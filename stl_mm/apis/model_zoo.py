@@ -18,7 +18,7 @@ The STL authors published their files on Google Drive pages, no stable download 
 entries name the page and the converter command instead (``Converted From``, ``Convert``).
 """
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -209,4 +209,3 @@ def readme_table(text: str, readme: str = 'README.md') -> str:
                          'the model-zoo table; put them there and paste the output of '
                          'python tools/misc/model_zoo_table.py between them.')
     return text[text.index(start) + len(start):text.index(end)].strip()
-
