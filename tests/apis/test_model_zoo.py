@@ -2,6 +2,7 @@
 resolution it declares, the zoo is in mmpretrain's model hub after ``import stl_mm``, and a
 name goes all the way to a prediction (name -> config -> download -> convert -> predict) with a
 local file standing in for the download of an official release."""
+import runpy
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,24 @@ def test_readme_table_is_rendered_from_the_metafiles():
     assert model_zoo.readme_table(text) == model_zoo.model_zoo_table()
 
 
+def test_table_tool_prints_and_checks(tmp_path, capsys):
+    main = runpy.run_path(str(REPO / 'tools/misc/model_zoo_table.py'), run_name='tool')['main']
+    main([])
+    table = model_zoo.model_zoo_table()
+    assert capsys.readouterr().out == table + '\n'
+    start, end = model_zoo.README_MARKERS
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'# stl_mm\n\n{start}\n{table}\n{end}\n')
+    main(['--check', str(readme)])
+    assert 'the model-zoo table is up to date' in capsys.readouterr().out
+    readme.write_text(f'{start}\n| old | table |\n{end}\n')
+    with pytest.raises(SystemExit, match='is out of date; replace it'):
+        main(['--check', str(readme)])
+    readme.write_text('no markers\n')
+    with pytest.raises(SystemExit, match='needs one line <!-- model-zoo:start -->'):
+        main(['--check', str(readme)])
+
+
 def test_readme_table_needs_its_markers():
     with pytest.raises(ValueError, match='README.md needs one line <!-- model-zoo:start -->'):
         model_zoo.readme_table('# no table here\n')
@@ -163,6 +182,17 @@ def test_inferencer_and_inference_model_by_name(hub_dir, t_vit_fixture, tmp_path
     assert result['pred_label'] == again['pred_label']
     assert result['pred_class'] == inferencer.classes[result['pred_label']]
     np.testing.assert_allclose(result['pred_scores'], again['pred_scores'], atol=1e-6)
+
+
+def test_download_goes_to_the_hub_cache_once(hub_dir, tmp_path, monkeypatch):
+    served = tmp_path / 'served' / RELEASED[T_VIT]
+    served.parent.mkdir()
+    served.write_bytes(b'release bytes')
+    path = model_zoo.download_official(served.as_uri())  # file:// stands in for https://
+    assert path == str(hub_dir / RELEASED[T_VIT])
+    assert Path(path).read_bytes() == b'release bytes'
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', None)  # a second call reads the copy
+    assert model_zoo.download_official(served.as_uri()) == path
 
 
 def test_release_file_of_another_model_is_refused(hub_dir, t_vit_fixture):
