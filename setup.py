@@ -46,7 +46,7 @@ setup(
     python_requires='>=3.9',
     install_requires=[
         'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0', 'mmpretrain>=1.2.0',
-        'imagecorruptions>=1.1.2'
+        'imagecorruptions>=1.1.2', 'modelindex'
     ],
     extras_require={
         'seg': ['mmsegmentation>=1.2.0'],
