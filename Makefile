@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -q
 
 install: $(STAMP)
 
-$(STAMP): requirements/constraints.txt requirements/runtime.txt requirements/tests.txt setup.py tools/setup_env.sh
+$(STAMP): requirements/constraints.txt requirements/runtime.txt requirements/tests.txt requirements/deploy.txt requirements/tools.txt setup.py tools/setup_env.sh
 	VENV=$(VENV) bash tools/setup_env.sh
 	touch $@
 

@@ -26,12 +26,15 @@ fi
 
 echo "[setup] OpenMMLab codebases and the rest"
 "${PIP[@]}" install -q -c "$C" -r requirements/runtime.txt -r requirements/tests.txt
+echo "[setup] optional extras the tests cover: ONNX export (deploy.txt), upstream tools (tools.txt)"
+"${PIP[@]}" install -q -c "$C" -r requirements/deploy.txt -r requirements/tools.txt
 "${PIP[@]}" install -q -c "$C" --no-deps --no-build-isolation -e .
 # Fashion-MNIST for the demo: Debian's dataset-fashion-mnist where apt is available,
 # otherwise mmpretrain's download (tools/demo.py retries if this step could not finish).
 "$VENV/bin/python" tools/dataset_converters/prepare_fashion_mnist.py || echo "[setup] Fashion-MNIST not prepared; tools/demo.py will retry"
 "$VENV/bin/python" - <<'PY'
 import torch, torchvision, mmcv, mmcv.ops, mmengine, mmpretrain, mmseg, mmdet
+import onnxruntime, pytorch_grad_cam  # the optional extras the tests cover
 print('[setup] ok: torch', torch.__version__, '| torchvision', torchvision.__version__,
       '| mmcv', mmcv.__version__, '| mmengine', mmengine.__version__, '| mmpretrain',
       mmpretrain.__version__, '| mmseg', mmseg.__version__, '| mmdet', mmdet.__version__)
