@@ -5,3 +5,4 @@ from . import atomic_checkpoint  # noqa: F401
 from . import checkpoint  # noqa: F401
 from . import flops  # noqa: F401
 from . import imagecorruptions  # noqa: F401
+from . import upstream_tools  # noqa: F401
