@@ -78,18 +78,19 @@ def test_installed_matplotlib_meets_the_tools_pin():
 
 def _panel_rows(image_file: Path) -> int:
     """Image panels stacked in the rightmost column of a browse_dataset figure: runs of rows
-    where that column is image, not white background or title text."""
+    where that column is mostly image, not the figure's pure white background (the test's
+    images are dark, which keeps the augmentations off pure white)."""
     pixels = np.asarray(Image.open(image_file).convert('RGB'))
     width = pixels.shape[1]
     column = pixels[:, int(width * 0.96):int(width * 0.99)]
-    is_image = (column < 250).any(axis=2).mean(axis=1) > 0.9
+    is_image = (column != 255).any(axis=2).mean(axis=1) > 0.5
     return int(np.count_nonzero(is_image[1:] & ~is_image[:-1]) + is_image[0])
 
 
 @pytest.mark.parametrize('mode', ['transformed', 'pipeline'])
 def test_mmpretrain_browse_dataset_shows_both_views_of_a_student_config(tmp_path, mode):
     """It drew only the student view: one panel where the student config has two views."""
-    images = make_image_folder(tmp_path / 'img', classes=('light', ), per_class=1)
+    images = make_image_folder(tmp_path / 'img', classes=('dark', ), per_class=1)
     config = tmp_path / 'student.py'
     config.write_text(
         f"_base_ = '{REPO / 'configs' / 'stl' / 'fan_t_student.py'}'\n"
