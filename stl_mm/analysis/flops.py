@@ -1,31 +1,24 @@
 """Parameters and FLOPs of FAN presets (the table in docs/presets.md).
 
-FLOPs are multiply-accumulates counted by mmengine's ``FlopAnalyzer`` (fvcore's convention),
-with a handle for ``scaled_dot_product_attention``, which the stock counter skips.
+FLOPs are multiply-accumulates counted by mmengine's ``FlopAnalyzer`` (fvcore's convention).
+The attention products (``scaled_dot_product_attention``, which the stock counter skips) are
+counted by the handle that :mod:`stl_mm.compat.flops` adds to mmengine's default handles on
+``import stl_mm``, so the upstream ``get_flops.py`` tools count them too.
 Classification FLOPs include the class head (and the token head of the ``*_token`` models).
 Two totals are given: everything the counter knows (convolutions, linear layers, attention
 products, norms) and convolutions plus linear layers only, the convention that reproduces
 the FAN paper's numbers.
 """
-import math
-from typing import Any, List, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
-from mmengine.analysis.jit_handles import get_shape
 
 from stl_mm.models.backbones import FAN
 
 #: The official presets without their token-labelling twins (same backbone).
 DEFAULT_ARCHS = tuple(name for name in FAN.official_names if not name.endswith('_token'))
-
-
-def sdpa_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
-    """MACs of softmax(q k^T) v for q (B, h, Nq, d), k (B, h, Nk, d), v (B, h, Nk, dv)."""
-    q_shape, k_shape, v_shape = (get_shape(value) for value in inputs[:3])
-    batch_heads = math.prod(q_shape[:-2])
-    return batch_heads * q_shape[-2] * k_shape[-2] * (q_shape[-1] + v_shape[-1])
 
 
 class _WithHeads(nn.Module):
@@ -63,7 +56,6 @@ def count_flops(arch: str, size: Sequence[int], dense: bool, feat_downsample: bo
     backbone = FAN(arch, dense=dense, feat_downsample=feat_downsample).eval()
     model = backbone if dense else _WithHeads(backbone, num_classes, arch.endswith('_token'))
     analyzer = FlopAnalyzer(model.eval(), torch.zeros(1, 3, *size))
-    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_handle)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         by_operator = analyzer.by_operator()

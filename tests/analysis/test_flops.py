@@ -4,7 +4,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.analysis import FlopAnalyzer
 
-from stl_mm.analysis.flops import count_flops, markdown_row, sdpa_flop_handle
+from stl_mm.analysis.flops import count_flops, markdown_row
+from stl_mm.compat.flops import sdpa_flop_handle
 
 
 class _Attention(nn.Module):

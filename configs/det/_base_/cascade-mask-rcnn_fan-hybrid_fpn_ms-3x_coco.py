@@ -24,7 +24,9 @@ _base_ = [
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
 
 num_classes = 80
-head_norm_cfg = dict(type='SyncBN', requires_grad=True)
+# Not named `head_norm_cfg`: mmdet's tools/analysis_tools/get_flops.py takes a config with that
+# variable for one with a single bbox_head dict and fails on the cascade's list of three heads.
+bbox_head_norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     type='CascadeRCNN',
     data_preprocessor=dict(
@@ -65,7 +67,7 @@ model = dict(
                 fc_out_channels=1024,
                 roi_feat_size=7,
                 num_classes=num_classes,
-                norm_cfg=head_norm_cfg,
+                norm_cfg=bbox_head_norm_cfg,
                 bbox_coder=dict(
                     type='DeltaXYWHBBoxCoder', target_means=[0.] * 4, target_stds=stds),
                 reg_class_agnostic=False,
