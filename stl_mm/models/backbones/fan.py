@@ -77,7 +77,8 @@ class FAN(BaseBackbone):
     Args:
         arch: A preset name or alias (case-insensitive; see :attr:`arch_zoo`, e.g.
             ``'fan_tiny_8_p4_hybrid'``, ``'tiny-hybrid'``, ``'t-hybrid'``, ``'small'``,
-            ``'small-se'``), or a dict with the keys of :data:`ARCH_DEFAULTS`
+            ``'small-se'``; the official detection names ``'fan_base_12_p4_hybrid'`` and
+            ``'fan_large_12_p4_hybrid'`` too), or a dict with the keys of :data:`ARCH_DEFAULTS`
             (optional) and :data:`ARCH_REQUIRED` (``embed_dims``, ``depth``, ``num_heads``).
         dense: Return multi-scale NCHW maps for detection/segmentation instead of the
             classification features.
