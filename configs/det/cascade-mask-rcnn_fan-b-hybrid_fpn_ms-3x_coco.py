@@ -10,6 +10,10 @@ checkpoint = 'checkpoints/fan_hybrid_base.pth.tar'
 model = dict(
     backbone=dict(
         arch='base-hybrid',
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+        # Raw weights, as the official recipe: its mmdet 2.x `pretrained=` goes through mmcv's
+        # load_checkpoint, which reads the file's 'state_dict' (a timm checkpoint keeps the EMA
+        # weights apart, in 'state_dict_ema'). use_ema=True would start from the EMA weights.
+        init_cfg=dict(
+            type='Pretrained', checkpoint=checkpoint, prefix='backbone.', use_ema=False)),
     # Stem stages (128, 256), FAN tokens (448), learnable downsample (768).
     neck=dict(in_channels=[128, 256, 448, 768]))

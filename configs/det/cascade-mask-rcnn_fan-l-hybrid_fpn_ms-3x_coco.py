@@ -11,6 +11,10 @@ checkpoint = 'checkpoints/fan_hybrid_large.pth.tar'
 model = dict(
     backbone=dict(
         arch='large-hybrid',
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+        # Raw weights, as the official recipe: its mmdet 2.x `pretrained=` goes through mmcv's
+        # load_checkpoint, which reads the file's 'state_dict' (a timm checkpoint keeps the EMA
+        # weights apart, in 'state_dict_ema'). use_ema=True would start from the EMA weights.
+        init_cfg=dict(
+            type='Pretrained', checkpoint=checkpoint, prefix='backbone.', use_ema=False)),
     # Stem stages (128, 256), FAN tokens (480), learnable downsample (768).
     neck=dict(in_channels=[128, 256, 480, 768]))

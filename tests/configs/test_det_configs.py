@@ -1,4 +1,5 @@
-"""configs/det: the Cascade Mask R-CNN + FAN-Hybrid recipe, model builds, CPU train and test."""
+"""configs/det: the Cascade Mask R-CNN + FAN-Hybrid recipe (FAN and STL backbones), model
+builds, initial weights, CPU train and test."""
 import json
 import math
 from pathlib import Path
@@ -22,8 +23,14 @@ SIZES = {
 }
 
 
-def config_path(size: str) -> Path:
-    return DET_CONFIGS / f'cascade-mask-rcnn_fan-{size}-hybrid_fpn_ms-3x_coco.py'
+# FAN: the FAN repository's detection backbone; STL: the same plus a LayerNorm on each output.
+FAMILIES = ('fan', 'stl-fan')
+STL_STUDENTS = {'t': 'fan_tiny_8_p4_hybrid_token', 's': 'fan_small_12_p4_hybrid_token',
+                'b': 'fan_base_16_p4_hybrid_token', 'l': 'fan_large_16_p4_hybrid_token'}
+
+
+def config_path(size: str, family: str = 'fan') -> Path:
+    return DET_CONFIGS / f'cascade-mask-rcnn_{family}-{size}-hybrid_fpn_ms-3x_coco.py'
 
 
 def official_token_width(official_fixtures: Path, official_name: str) -> int:
@@ -48,10 +55,11 @@ def collect(node: object, key: str) -> list:
     return []
 
 
+@pytest.mark.parametrize('family', FAMILIES)
 @pytest.mark.parametrize('size', SIZES)
-def test_config_follows_the_official_recipe(size, official_fixtures):
+def test_config_follows_the_official_recipe(size, family, official_fixtures):
     arch, official_name = SIZES[size]
-    cfg = Config.fromfile(config_path(size))
+    cfg = Config.fromfile(config_path(size, family))
     assert cfg.default_scope == 'mmdet'
     assert cfg.custom_imports == dict(imports=['stl_mm'], allow_failed_imports=False)
 
@@ -59,8 +67,12 @@ def test_config_follows_the_official_recipe(size, official_fixtures):
     assert (backbone.type, backbone.arch, backbone.dense) == ('FAN', arch, True)
     assert tuple(backbone.out_indices) == (0, 1, 2, 3)
     assert backbone.drop_path_rate == 0.3
+    assert backbone.get('out_norms', False) is (family == 'stl-fan')
+    # The raw weights, as the official recipe (mmcv's load_checkpoint reads 'state_dict').
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=cfg.checkpoint,
-                                     prefix='backbone.')
+                                     prefix='backbone.', use_ema=False)
+    if family == 'stl-fan':
+        assert Path(cfg.checkpoint).name == f'{STL_STUDENTS[size]}.pth.tar'
     width = official_token_width(official_fixtures, official_name)
     assert cfg.model.neck == dict(type='FPN', in_channels=[128, 256, width, 768],
                                   out_channels=256, num_outs=5)
@@ -101,20 +113,69 @@ def test_config_follows_the_official_recipe(size, official_fixtures):
     assert crop_then_scale[2].scales == [(s, 1333) for s in short_sides]
 
 
-@pytest.mark.parametrize('size', SIZES)
-def test_model_builds_and_fpn_widths_match_the_backbone(size):
+def build_detector(cfg: Config) -> torch.nn.Module:
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
-    cfg = Config.fromfile(config_path(size))
-    detector = MODELS.build(cfg.model)
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('size', SIZES)
+def test_model_builds_and_fpn_widths_match_the_backbone(size, family):
+    cfg = Config.fromfile(config_path(size, family))
+    detector = build_detector(cfg)
     assert type(detector).__name__ == 'CascadeRCNN'
     backbone = detector.backbone
     assert list(backbone.dense_channels) == cfg.model.neck.in_channels
+    out_norms = {key: tuple(value.shape) for key, value in backbone.state_dict().items()
+                 if key.startswith('out_norm')}
+    if family == 'stl-fan':  # STL's keys: out_norm{i}.weight/bias of each FPN input's width
+        assert out_norms == {f'out_norm{i}.{p}': (width, ) for i, width in
+                             enumerate(cfg.model.neck.in_channels) for p in ('weight', 'bias')}
+    else:
+        assert out_norms == {}
     with torch.no_grad():
         maps = backbone.eval()(torch.zeros(1, 3, 64, 96))
     assert [tuple(m.shape) for m in maps] == [
         (1, c, 64 // s, 96 // s) for c, s in zip(cfg.model.neck.in_channels, (4, 8, 16, 32))]
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_backbone_starts_from_the_raw_weights_of_a_file_with_ema_ones(family, tmp_path):
+    """As the official recipe (mmcv's load_checkpoint reads 'state_dict'), not 'state_dict_ema';
+    STL's output norms are not in an ImageNet file and start at weight 1, bias 0."""
+    from stl_mm.models.backbones import FAN
+    template = FAN(arch='tiny-hybrid').state_dict()
+    raw, ema = ({key: torch.full_like(value, fill) if value.is_floating_point() else value
+                 for key, value in template.items()} for fill in (0.25, 0.75))
+    checkpoint = tmp_path / 'fan_tiny_8_p4_hybrid.pth.tar'
+    torch.save({'state_dict': raw, 'state_dict_ema': ema, 'epoch': 300}, checkpoint)
+    cfg = Config.fromfile(config_path('t', family))
+    backbone_cfg = dict(cfg.model.backbone, init_cfg=dict(cfg.model.backbone.init_cfg,
+                                                          checkpoint=str(checkpoint)))
+    backbone_cfg.pop('type')
+    backbone = FAN(**backbone_cfg)
+    backbone.init_weights()
+    assert "weights from 'state_dict', EMA 'state_dict_ema' present but use_ema=False" in (
+        backbone.load_report.source)
+    torch.testing.assert_close(backbone.cls_token, raw['cls_token'])
+    new = [key for key in backbone.load_report.new if key.startswith('out_norm')]
+    assert len(new) == (8 if family == 'stl-fan' else 0)
+
+
+def test_stl_detection_checkpoints_fit_the_stl_config_and_not_the_fan_one(tmp_path):
+    """A trained STL detector (mmdet layout, out_norm keys) loads into the STL config's model
+    strictly; the FAN config's model refuses it, saying to set out_norms=True."""
+    from stl_mm.models.backbones.fan_checkpoint import CheckpointMismatchError, load_checkpoint
+    stl = build_detector(Config.fromfile(config_path('t', 'stl-fan')))
+    path = tmp_path / 'stl_cascade_mask_rcnn.pth'
+    torch.save({'meta': {'epoch': 36}, 'state_dict': stl.state_dict()}, path)
+    report = load_checkpoint(build_detector(Config.fromfile(config_path('t', 'stl-fan'))),
+                             str(path))
+    assert report.new == report.unused == []
+    with pytest.raises(CheckpointMismatchError, match='build the backbone with out_norms=True'):
+        load_checkpoint(build_detector(Config.fromfile(config_path('t'))), str(path))
 
 
 def test_fan_t_trains_two_iterations_and_evaluates_on_cpu(tmp_path):

@@ -36,8 +36,9 @@ def test_head_inputs_fit_the_dense_backbone(size):
     cfg = Config.fromfile(str(config_path(size)))
     assert cfg.default_scope == 'mmseg'
     assert cfg.custom_imports == dict(imports=['stl_mm'], allow_failed_imports=False)
+    # The official recipe reads the raw weights (mmcv's load_checkpoint takes 'state_dict').
     assert cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
+        type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.', use_ema=False)
 
     model = build_segmentor(cfg).eval()
     assert model.backbone.dense_strides == (4, 8, 16, 16)
@@ -140,6 +141,22 @@ def test_encoder_starts_from_an_official_imagenet_checkpoint(official_fixtures, 
     expected = official_to_stl_mm(dict(official))
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, expected[f'backbone.{key}']), key
+
+
+def test_encoder_starts_from_the_raw_weights_of_a_file_with_ema_ones(tmp_path):
+    """As the official recipe (mmcv's load_checkpoint reads 'state_dict'), not 'state_dict_ema'."""
+    from stl_mm.models.backbones.fan import FAN
+    template = FAN(arch='tiny-hybrid').state_dict()
+    raw, ema = ({key: torch.full_like(value, fill) if value.is_floating_point() else value
+                 for key, value in template.items()} for fill in (0.25, 0.75))
+    checkpoint = tmp_path / 'fan_tiny_8_p4_hybrid.pth.tar'
+    torch.save({'state_dict': raw, 'state_dict_ema': ema, 'epoch': 300}, checkpoint)
+    cfg = Config.fromfile(str(config_path('t')))
+    model = build_segmentor(cfg, dict(cfg.model.backbone.init_cfg, checkpoint=str(checkpoint)))
+    model.init_weights()
+    assert "weights from 'state_dict', EMA 'state_dict_ema' present but use_ema=False" in (
+        model.backbone.load_report.source)
+    torch.testing.assert_close(model.backbone.cls_token, raw['cls_token'])
 
 
 def test_two_training_iterations_then_test_on_synthetic_cityscapes(tmp_path, monkeypatch):

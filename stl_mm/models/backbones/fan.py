@@ -41,6 +41,12 @@ fan_large_24_p16_224 (large)               480 x 4
 The XLarge hybrid changes width inside its block stack (an overlapping stride-2 conv after
 block 19), so its final tokens are already at stride 32 with 768 channels and it has no
 extra learnable downsample.
+
+``out_norms=True`` adds STL's detection backbone (NVlabs/STL ``detection/models/fan.py``, the
+backbone of its Cascade Mask R-CNN models): a learnable LayerNorm over the channels of each
+dense output (``out_norm{level}``, PyTorch's default eps 1e-5, biased variance), applied after
+everything else. The FAN repository's detection backbone and both segmentation backbones have
+none.
 """
 import math
 import warnings
@@ -57,7 +63,9 @@ from stl_mm.registry import register
 from . import fan_checkpoint
 from .fan_layers import (ClassAttentionBlock, ConvPatchEmbed, FANBlock, FourierPositionalEncoding,
                          HybridPatchEmbed, tokens_to_map)
-from .fan_presets import ARCH_DEFAULTS, ARCH_REQUIRED, ARCH_ZOO, OFFICIAL_NAMES, resolve_arch
+from .fan_layers import LayerNorm2d
+from .fan_presets import (ARCH_DEFAULTS, ARCH_REQUIRED, ARCH_ZOO, OFFICIAL_DETECTION_NAMES,
+                          OFFICIAL_NAMES, resolve_arch)
 
 __all__ = ['FAN', 'ARCH_DEFAULTS', 'ARCH_REQUIRED']
 
@@ -69,7 +77,8 @@ class FAN(BaseBackbone):
     Args:
         arch: A preset name or alias (case-insensitive; see :attr:`arch_zoo`, e.g.
             ``'fan_tiny_8_p4_hybrid'``, ``'tiny-hybrid'``, ``'t-hybrid'``, ``'small'``,
-            ``'small-se'``), or a dict with the keys of :data:`ARCH_DEFAULTS`
+            ``'small-se'``; the official detection names ``'fan_base_12_p4_hybrid'`` and
+            ``'fan_large_12_p4_hybrid'`` too), or a dict with the keys of :data:`ARCH_DEFAULTS`
             (optional) and :data:`ARCH_REQUIRED` (``embed_dims``, ``depth``, ``num_heads``).
         dense: Return multi-scale NCHW maps for detection/segmentation instead of the
             classification features.
@@ -80,6 +89,11 @@ class FAN(BaseBackbone):
             stride-2 conv (stride 32, official detection) instead of keeping it at stride 16
             with the embedding width (official segmentation).
         downsample_channels: Output channels of that conv (768 officially).
+        out_norms: Dense mode: a learnable LayerNorm over the channels of each returned level,
+            ``out_norm{level}`` (eps 1e-5), as STL's detection backbone has; the FAN
+            repository's detection backbone and the segmentation backbones have none. A
+            checkpoint without these keys (e.g. ImageNet weights) leaves them at their unit
+            initialisation, and the load report lists them.
         in_channels: Image channels.
         drop_rate: Dropout after the positional encoding, projections and MLPs.
         attn_drop_rate: Dropout on attention weights and channel scores.
@@ -108,6 +122,11 @@ class FAN(BaseBackbone):
     arch_zoo: Dict[str, dict] = ARCH_ZOO
     #: The official model names (one per distinct architecture, token variants included).
     official_names = OFFICIAL_NAMES
+    #: The official detection-backbone names that differ from the classification name of the
+    #: same architecture (detection name -> classification name); both are ``arch`` presets.
+    official_detection_names = OFFICIAL_DETECTION_NAMES
+    #: eps of the ``out_norms`` LayerNorms (the official code builds them with PyTorch's default).
+    out_norm_eps = 1e-5
     #: Tokens ahead of the patch tokens in the output of each block ``blocks[i]`` (an
     #: (N, H*W, C) tensor): none, the class token only joins in the class-attention blocks.
     #: mmpretrain's Grad-CAM tool (``vis_cam.py --vit-like --target-layers backbone.blocks.N``)
@@ -121,6 +140,7 @@ class FAN(BaseBackbone):
                  dense_blocks: Optional[Sequence[int]] = None,
                  feat_downsample: bool = True,
                  downsample_channels: int = 768,
+                 out_norms: bool = False,
                  in_channels: int = 3,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
@@ -197,13 +217,21 @@ class FAN(BaseBackbone):
             self._block_strides.append(stride)
 
         self.learnable_downsample = None
+        self.out_norms = out_norms
         if dense:
             self._init_dense_levels(dense_blocks, out_indices, feat_downsample,
                                     downsample_channels)
+            if out_norms:
+                # Named by level, so a checkpoint of all four levels fits any out_indices.
+                for level in self.out_indices:
+                    self.add_module(f'out_norm{level}',
+                                    LayerNorm2d(self.dense_levels[level][0], self.out_norm_eps))
         else:
-            if out_indices is not None:
-                raise ValueError(f'FAN: out_indices={out_indices} picks dense levels; build '
-                                 'with dense=True, or drop out_indices for classification.')
+            if out_indices is not None or out_norms:
+                option = (f'out_indices={out_indices}'
+                          if out_indices is not None else 'out_norms=True')
+                raise ValueError(f'FAN: {option} is an option of the dense outputs; build with '
+                                 'dense=True, or drop it for classification.')
             self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6)
             # One output, the classification features after the class attention.
             self.out_indices = (0, )
@@ -353,12 +381,19 @@ class FAN(BaseBackbone):
         """Key prefixes a fitting checkpoint may leave unused, and may lack (newly initialised).
 
         Classification checkpoints loaded for dense tasks leave the final ``norm`` unused and
-        lack the dense stride-32 conv ``learnable_downsample``; dense checkpoints loaded for
-        classification leave that conv unused and lack ``norm``.
+        lack the dense extras (the stride-32 conv ``learnable_downsample`` and the
+        ``out_norms``); dense checkpoints loaded for classification leave those unused and lack
+        ``norm``. A dense backbone with ``out_norms`` may also leave the norms of the levels it
+        does not return unused. Norms of an STL detection checkpoint stay unused only in a
+        backbone without ``out_norms`` if it returns none of their levels; otherwise loading
+        refuses the file and says to set ``out_norms=True``.
         """
-        if self.dense:
-            return ('norm.', 'learnable_downsample.'), ('learnable_downsample.', )
-        return ('learnable_downsample.', ), ('norm.', )
+        dense_extras = ('learnable_downsample.', 'out_norm')
+        if not self.dense:
+            return dense_extras, ('norm.', )
+        skipped_norms = tuple(f'out_norm{level}.' for level in range(len(self.dense_levels))
+                              if level not in self.out_indices)
+        return ('norm.', 'learnable_downsample.', *skipped_norms), dense_extras
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
         """Layer id of a parameter for layer-wise learning-rate decay.
@@ -392,6 +427,7 @@ class FAN(BaseBackbone):
             frozen += [self.cls_attn_blocks]
             frozen += [module for module in (getattr(self, 'norm', None), self.learnable_downsample)
                        if module is not None]
+            frozen += list(self._out_norm_layers().values())
             self.cls_token.requires_grad = False
         for module in frozen:
             module.eval()
@@ -453,7 +489,15 @@ class FAN(BaseBackbone):
                 outs[self._block_outs[index]] = tokens_to_map(x, hw).contiguous()
         if self._final_out in self.out_indices:
             outs[self._final_out] = self._format_output(self._class_attention(x), hw)
+        for level, norm in self._out_norm_layers().items():
+            outs[level] = norm(outs[level]).contiguous()
         return tuple(outs[level] for level in self.out_indices)
+
+    def _out_norm_layers(self) -> Dict[int, nn.Module]:
+        """The ``out_norms`` LayerNorms by dense level (empty without ``out_norms``)."""
+        if not (self.dense and self.out_norms):
+            return {}
+        return {level: getattr(self, f'out_norm{level}') for level in self.out_indices}
 
     def _format_output(self, x: torch.Tensor, hw: Tuple[int, int]):
         """Final tokens (class token first) -> ``(cls_feat, patch_map)``, or the last dense map."""

@@ -55,6 +55,7 @@ HEAD_PREFIXES = {'head.': 'head.head.', 'aux_head.': 'head.aux_head.'}
 BACKBONE_PREFIX = 'backbone.'
 _FUSED_QKV = re.compile(r'^(cls_attn_blocks\.\d+\.attn\.)qkv\.(weight|bias)$')
 _REFUSED_GLOBAL = re.compile(r'Unsupported global: GLOBAL (\S+)')
+_OUT_NORM = re.compile(r'^(out_norm\d+)\.')
 
 
 class CheckpointError(ValueError):
@@ -328,13 +329,39 @@ def _backbone_part(state_dict: StateDict) -> StateDict:
             if key.startswith(BACKBONE_PREFIX)}
 
 
+def _out_norm_levels(backbone: StateDict) -> List[str]:
+    """The ``out_norm{level}`` modules (STL's detection backbone) among backbone keys."""
+    return sorted({match.group(1) for key in backbone
+                   for match in [_OUT_NORM.match(key)] if match})
+
+
+def _out_norm_hint(model_backbone: StateDict, file_backbone: StateDict) -> str:
+    """Says which ``out_norms`` setting fits the file when only one side has the norms."""
+    model_norms, file_norms = _out_norm_levels(model_backbone), _out_norm_levels(file_backbone)
+    if file_norms and not model_norms:
+        return (" The file's backbone has a LayerNorm on each dense output "
+                f"({', '.join(file_norms)}: STL's detection backbone) and the model's has none: "
+                'build the backbone with out_norms=True (as configs/det/'
+                'cascade-mask-rcnn_stl-fan-*-hybrid_fpn_ms-3x_coco.py do).')
+    if model_norms and not file_norms:
+        return (" The model's backbone has a LayerNorm on each dense output (out_norms=True: "
+                "STL's detection backbone) and the file's has none (the FAN repository's "
+                'detection backbone, or a segmentation one): build the backbone with '
+                'out_norms=False, or load a checkpoint of STL\'s detection backbone.')
+    return ''
+
+
 def _arch_hint(model_state: StateDict, file_state: StateDict) -> str:
     """What to do about a misfit, judged from the FAN backbones of the model and the file."""
     model_backbone, file_backbone = _backbone_part(model_state), _backbone_part(file_state)
     if not (is_official_layout(model_backbone) and is_official_layout(file_backbone)):
         return ''  # not FAN backbones: the key lists say it all
     model_arch = describe_arch(model_backbone)
+    norm_hint = _out_norm_hint(model_backbone, file_backbone)
     if infer_arch(model_backbone) == infer_arch(file_backbone):
+        if norm_hint:
+            return (f'{norm_hint} Otherwise its backbone has the architecture of the model '
+                    f'({model_arch}).')
         return (f' Its backbone has the architecture of the model ({model_arch}), so the keys '
                 'above differ elsewhere, e.g. a head with another num_classes or in_channels: '
                 'make the model config match the file, or, fine-tuning on purpose, name the '
@@ -343,9 +370,10 @@ def _arch_hint(model_state: StateDict, file_state: StateDict) -> str:
         return (f' The file matches no FAN preset, it looks like {describe_arch(file_backbone)}, '
                 f'while the model is {model_arch}: the file is incomplete or of a custom arch; '
                 'load a complete checkpoint of the model, or build the model with the arch of '
-                'the file.')
+                f'the file.{norm_hint}')
     return (f' The file looks like {describe_arch(file_backbone)}; the model is {model_arch}: '
-            "build the model with the file's arch, or load a checkpoint of the model's arch.")
+            "build the model with the file's arch, or load a checkpoint of the model's arch."
+            f'{norm_hint}')
 
 
 # ---------------------------------------------------------------------- fitting and loading

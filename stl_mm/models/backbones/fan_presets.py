@@ -62,11 +62,12 @@ ARCH_ZOO: Dict[str, dict] = {
         _names('fan_small_12_p4_hybrid', 'fan_small_12_p4_hybrid_token', 'small-hybrid',
                's-hybrid'), _hybrid(384, 10, 8, [3, 3], 9)),
     **dict.fromkeys(
-        _names('fan_base_16_p4_hybrid', 'fan_base_16_p4_hybrid_token', 'base-hybrid',
-               'b-hybrid'), _hybrid(448, 16, 8, [3, 3], 15)),
+        _names('fan_base_16_p4_hybrid', 'fan_base_16_p4_hybrid_token', 'fan_base_12_p4_hybrid',
+               'base-hybrid', 'b-hybrid'), _hybrid(448, 16, 8, [3, 3], 15)),
     **dict.fromkeys(
-        _names('fan_large_16_p4_hybrid', 'fan_large_16_p4_hybrid_token', 'large-hybrid',
-               'l-hybrid'), _hybrid(480, 22, 10, [3, 5], 18)),
+        _names('fan_large_16_p4_hybrid', 'fan_large_16_p4_hybrid_token',
+               'fan_large_12_p4_hybrid', 'large-hybrid', 'l-hybrid'),
+        _hybrid(480, 22, 10, [3, 5], 18)),
     **dict.fromkeys(
         _names('fan_xlarge_16_p4_hybrid', 'xlarge-hybrid', 'xl-hybrid'),
         _hybrid([528] * 20 + [768] * 3, 23, [11] * 20 + [16] * 3, [3, 7], 18)),
@@ -78,6 +79,13 @@ OFFICIAL_NAMES = ('fan_tiny_12_p16_224', 'fan_small_12_p16_224', 'fan_small_12_p
                   'fan_Xlarge_16_p4_hybrid', 'fan_tiny_8_p4_hybrid_token',
                   'fan_small_12_p4_hybrid_token', 'fan_base_16_p4_hybrid_token',
                   'fan_large_16_p4_hybrid_token')
+#: Names of the official detection backbones (NVlabs FAN and STL ``detection/models/fan.py``)
+#: that differ from the classification name of the same architecture. Both detection classes
+#: output the tokens of the block that the preset's ``dense_blocks`` names (15 and 18).
+OFFICIAL_DETECTION_NAMES = {'fan_base_12_p4_hybrid': 'fan_base_16_p4_hybrid',
+                            'fan_large_12_p4_hybrid': 'fan_large_16_p4_hybrid'}
+#: Official FAN-Swin models (Swin stages with FAN channel processing): another architecture.
+UNSUPPORTED_PREFIX = 'fan_swin_'
 
 
 def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict] = ARCH_ZOO) -> dict:
@@ -85,6 +93,11 @@ def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict] = ARCH_ZOO) -
     per-block lists."""
     if isinstance(arch, str):
         key = arch.lower()
+        if key.startswith(UNSUPPORTED_PREFIX):
+            raise KeyError(f'FAN arch {arch!r} is an official FAN-Swin model (Swin stages with '
+                           'FAN channel processing), which stl_mm does not implement; the FAN '
+                           'class builds the FAN-ViT and FAN-Hybrid families (see '
+                           'docs/presets.md).')
         if key not in arch_zoo:
             raise KeyError(f'Unknown FAN arch {arch!r}. Presets: '
                            f'{", ".join(sorted(set(arch_zoo)))}; or pass a dict with '
