@@ -363,7 +363,9 @@ def test_built_package_carries_the_zoo(tmp_path):
     files = subprocess.run(['git', 'ls-files'], cwd=REPO, check=True, capture_output=True,
                            text=True).stdout.split()
     for name in files:
-        if name.startswith(('stl_mm/', 'configs/')) or name in ('setup.py', 'model-index.yml'):
+        # setup.py reads the deploy extra from requirements/.
+        if name.startswith(('stl_mm/', 'configs/', 'requirements/')) or name in (
+                'setup.py', 'model-index.yml'):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, 'setup.py', '-q', 'build_py', '--build-lib',
