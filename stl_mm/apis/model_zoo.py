@@ -16,6 +16,13 @@ cache and loads it with :func:`~stl_mm.models.backbones.fan_checkpoint.load_chec
 entry's model (EMA weights first, strict, logged), so mmengine copies weights that fit exactly.
 The STL authors published their files on Google Drive pages, no stable download address: their
 entries name the page and the converter command instead (``Converted From``, ``Convert``).
+
+Entries without ``Weights`` (no published file, or a Drive page only) refuse
+``get_model(name, pretrained=True)``: mmpretrain would only warn and return a randomly
+initialised model, which the inferencers (they ask for pretrained weights) then use to predict.
+:func:`register_model_zoo` gives their hub entries (in memory, not the metafiles) an address of
+the scheme :data:`UNPUBLISHED`, whose reader (:func:`load_from_unpublished`) raises
+:class:`UnpublishedWeightsError` saying why and how to get weights.
 """
 import os.path as osp
 from typing import Any, List, Optional, Sequence
@@ -28,15 +35,22 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from modelindex.load_model_index import load as load_model_index
 
 from stl_mm.evaluation.reports import markdown_table
-from stl_mm.models.backbones.fan_checkpoint import CheckpointReadError, load_checkpoint
+from stl_mm.models.backbones.fan_checkpoint import (CheckpointError, CheckpointReadError,
+                                                    load_checkpoint)
 from stl_mm.utils import REPO_ROOT
 
-__all__ = ['FAN_RELEASE', 'MODEL_INDEX', 'README_MARKERS', 'count_flops', 'count_parameters',
-           'crop_size', 'download_official', 'load_from_fan_release', 'model_index_path',
-           'model_zoo_table', 'readme_table', 'register_model_zoo', 'zoo_models']
+__all__ = ['FAN_RELEASE', 'MODEL_INDEX', 'README_MARKERS', 'UNPUBLISHED', 'UnpublishedWeightsError',
+           'count_flops', 'count_parameters', 'crop_size', 'download_official',
+           'load_from_fan_release', 'load_from_unpublished', 'model_index_path',
+           'model_zoo_table', 'readme_table', 'register_model_zoo', 'unpublished_weights_message',
+           'zoo_models']
 
 #: Where the FAN authors publish their checkpoints (linked from the NVlabs/FAN README).
 FAN_RELEASE = 'https://github.com/zhoudaquan/fully_attentional_network_ckpt/releases/download/'
+#: Address scheme of the hub entries without downloadable weights (``<scheme><entry name>``);
+#: its reader refuses. It exists only in memory, in mmpretrain's model hub: the metafiles say
+#: what was published (no ``Weights``), which is what mim-style readers of them should see.
+UNPUBLISHED = 'stl-mm-unpublished://'
 MODEL_INDEX = 'model-index.yml'
 #: The README's model-zoo table sits between these lines (``tools/misc/model_zoo_table.py``).
 README_MARKERS = ('<!-- model-zoo:start -->', '<!-- model-zoo:end -->')
@@ -45,6 +59,11 @@ RESULT_COLUMNS = (('ImageNet-1k', 'IN-1K top-1'), ('ImageNet-C', 'IN-C mCA'),
                   ('ImageNet-A', 'IN-A top-1'), ('ImageNet-R', 'IN-R top-1'))
 
 _registered = False
+
+
+class UnpublishedWeightsError(CheckpointError):
+    """A zoo entry was asked for pretrained weights that were never published at a download
+    address."""
 
 
 def model_index_path() -> str:
@@ -73,16 +92,73 @@ def zoo_models() -> List[Any]:
 
 
 def register_model_zoo() -> None:
-    """Registers the zoo with mmpretrain's ``ModelHub`` and the FAN release reader with
-    mmengine's ``CheckpointLoader``; later calls do nothing."""
+    """Registers the zoo with mmpretrain's ``ModelHub`` and the FAN release and
+    :data:`UNPUBLISHED` readers with mmengine's ``CheckpointLoader``; later calls do nothing.
+
+    ``get_model(name, pretrained=True)`` loads an entry's ``Weights`` when it has one, and
+    otherwise only warns ('Unable to find pre-defined checkpoint') and returns a random model.
+    The hub entry's ``weights`` is the one value that path reads, so entries without weights
+    get an :data:`UNPUBLISHED` address there: ``pretrained=True`` then raises
+    :class:`UnpublishedWeightsError`, while ``pretrained=False`` and ``pretrained=<file>``
+    never read it. The hub keeps its entries in ``ModelHub._models_dict`` and has no public
+    way to change one (``ModelHub.get`` returns a copy).
+    """
     global _registered
     if _registered:
         return
     from mmpretrain.apis import ModelHub
     path = model_index_path()
     ModelHub.register_model_index(path, config_prefix=osp.dirname(path))
+    for model in zoo_models():
+        if not model.weights:
+            ModelHub._models_dict[model.name.lower()].weights = UNPUBLISHED + model.name
     CheckpointLoader.register_scheme(prefixes=FAN_RELEASE, loader=load_from_fan_release)
+    CheckpointLoader.register_scheme(prefixes=UNPUBLISHED, loader=load_from_unpublished)
     _registered = True
+
+
+def unpublished_weights_message(model: Any) -> str:
+    """Why a zoo entry without ``Weights`` has none to download, and how to get weights.
+
+    Args:
+        model: A zoo entry (modelindex ``Model``) without ``Weights``.
+    """
+    name = model.name
+    converted = model.data.get('Converted From')
+    if converted:
+        command = model.data['Convert']
+        return (f'{name} has no weights to download: the STL authors published its file only '
+                f"on a Google Drive page ({converted['Weights']}), not at a download address. "
+                f'Download the file from that page, convert it ({command}) and load the '
+                f"result: get_model('{name}', pretrained='{command.split()[-1]}').")
+    who = ('the FAN authors published no file for it (its link in the NVlabs/FAN README is '
+           'empty)' if model.in_collection == 'FAN' else
+           'the STL authors published no file for this config (NVlabs/STL README)')
+    return (f'{name} has no weights to download: {who}. Train it (python tools/train.py '
+            f"{model.config}) and load your checkpoint: get_model('{name}', "
+            f"pretrained='work_dirs/{name}/epoch_N.pth'); an official FAN / STL file of it "
+            'converts with python tools/model_converters/fan_to_stl_mm.py FILE '
+            f"{name}.pth. get_model('{name}') builds it randomly initialised.")
+
+
+def load_from_unpublished(filename: str, map_location: Optional[str] = None) -> dict:
+    """mmengine checkpoint reader of :data:`UNPUBLISHED` addresses: refuses.
+
+    Args:
+        filename: ``<UNPUBLISHED><zoo entry name>``, the hub ``weights`` of an entry without
+            downloadable weights.
+        map_location: Unused.
+
+    Raises:
+        UnpublishedWeightsError: Always, with :func:`unpublished_weights_message`.
+    """
+    name = filename[len(UNPUBLISHED):]
+    models = [model for model in zoo_models() if model.name == name and not model.weights]
+    if len(models) != 1:
+        raise UnpublishedWeightsError(
+            f'{filename} names no model-zoo entry without weights; pass a local checkpoint '
+            'file as pretrained=, or a zoo name (mmpretrain.list_models("*fan*")).')
+    raise UnpublishedWeightsError(unpublished_weights_message(models[0]))
 
 
 def download_official(url: str) -> str:

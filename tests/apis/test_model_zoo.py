@@ -2,6 +2,7 @@
 resolution it declares, the zoo is in mmpretrain's model hub after ``import stl_mm``, and a
 name goes all the way to a prediction (name -> config -> download -> convert -> predict) with a
 local file standing in for the download of an official release."""
+import re
 import runpy
 import shutil
 import subprocess
@@ -17,11 +18,13 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmpretrain import (ImageClassificationInferencer, get_model, inference_model,
                         list_models)
+from mmpretrain.apis import ModelHub
 from mmpretrain.registry import MODELS, TRANSFORMS
 
 import stl_mm  # noqa: F401  (registers the zoo)
 from stl_mm.apis import model_zoo
-from stl_mm.models.backbones.fan_checkpoint import CheckpointMismatchError, CheckpointReadError
+from stl_mm.models.backbones.fan_checkpoint import (CheckpointMismatchError, CheckpointReadError,
+                                                    convert_checkpoint)
 from stl_mm.models.backbones.fan_presets import resolve_arch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +44,8 @@ RELEASED = {
     'fan_l_hybrid_in22k_in1k': 'fan_hybrid_large_in22k_1k.pth.tar',
     'fan_l_hybrid_in22k_in1k_384': 'fan_hybrid_large_in22k_1k_384.pth.tar',
 }
+#: The entries without downloadable weights.
+UNRELEASED = sorted(set(ZOO) - set(RELEASED))
 PAPERS = {'FAN': 'FAN, ICML 2022', 'STL': 'STL, ICCV 2023'}
 METRICS = {'ImageNet-1k': 'Top 1 Accuracy', 'ImageNet-C': 'Mean Corruption Accuracy',
            'ImageNet-A': 'Top 1 Accuracy', 'ImageNet-R': 'Top 1 Accuracy'}
@@ -219,6 +224,88 @@ def test_release_address_of_no_entry_is_refused():
         model_zoo.load_from_fan_release(url)
 
 
+def predicts_the_golden_scores(model, fixture) -> None:
+    with torch.no_grad():
+        sample, = model(fixture['input'], mode='predict')
+    expected = fixture['outputs']['cls_logits'].softmax(1)[0]
+    torch.testing.assert_close(sample.pred_score, expected, atol=1e-5, rtol=0)
+
+
+def test_local_official_file_is_refused_and_its_conversion_loads(tmp_path, t_vit_fixture):
+    """An official file as downloaded, passed as pretrained=, used to load non-strict into
+    nothing (mmengine's reader: raw weights, no backbone. prefix): warnings, random model."""
+    path = tmp_path / RELEASED[T_VIT]
+    write_release_file(t_vit_fixture, path)
+    message = (rf'{re.escape(str(path))} is an official FAN / STL checkpoint \(FAN preset '
+               r'fan_tiny_12_p16_224; .*Convert it: python tools/model_converters/'
+               rf'fan_to_stl_mm\.py {re.escape(str(path))} OUT\.pth')
+    with pytest.raises(CheckpointMismatchError, match=message):
+        get_model(T_VIT, pretrained=str(path))
+    with pytest.raises(CheckpointMismatchError, match=message):
+        get_model(str(REPO / ZOO[T_VIT].config), pretrained=str(path))
+    # The fix the message gives: the converted file (EMA weights) loads by name.
+    converted = tmp_path / 'fan_t_vit_in1k.pth'
+    convert_checkpoint(str(path), str(converted))
+    predicts_the_golden_scores(get_model(T_VIT, pretrained=str(converted)), t_vit_fixture)
+
+
+# ---------------------------------------------------------------------- no published weights
+def test_hub_entries_without_weights_point_at_the_refusing_reader():
+    for name in ZOO:
+        expected = ZOO[name].weights or model_zoo.UNPUBLISHED + name
+        assert ModelHub.get(name).weights == expected, name
+    assert not any(model.weights.startswith(model_zoo.UNPUBLISHED)
+                   for model in ZOO.values() if model.weights)  # the metafiles are unchanged
+
+
+@pytest.mark.parametrize('name', UNRELEASED)
+def test_unpublished_reader_says_why_and_how_to_get_weights(name):
+    model = ZOO[name]
+    converted = model.data.get('Converted From')
+    if converted:
+        why = (rf"only on a Google Drive page \({re.escape(converted['Weights'])}\).*"
+               rf"{re.escape(model.data['Convert'])}.*get_model\('{name}', "
+               rf"pretrained='{name}\.pth'\)")
+    else:
+        why = ((r'the FAN authors published no file for it' if model.in_collection == 'FAN'
+                else r'the STL authors published no file for this config') +
+               rf".*python tools/train\.py {model.config}.*get_model\('{name}', "
+               rf"pretrained='work_dirs/{name}/epoch_N\.pth'\).*fan_to_stl_mm\.py FILE")
+    with pytest.raises(model_zoo.UnpublishedWeightsError,
+                       match=rf'^{name} has no weights to download: .*{why}'):
+        model_zoo.load_from_unpublished(model_zoo.UNPUBLISHED + name)
+
+
+def test_unpublished_reader_refuses_unknown_names():
+    with pytest.raises(model_zoo.UnpublishedWeightsError, match='names no model-zoo entry'):
+        model_zoo.load_from_unpublished(model_zoo.UNPUBLISHED + 'fan_t_vit_in1k')
+
+
+def test_pretrained_true_without_published_weights_is_refused():
+    """get_model(name, pretrained=True) and the inferencers (which ask for pretrained weights)
+    used to warn 'Unable to find pre-defined checkpoint' and predict with a random model."""
+    drive = r'^fan_t_student has no weights to download: .*Google Drive'
+    with pytest.raises(model_zoo.UnpublishedWeightsError, match=drive):
+        get_model('fan_t_student', pretrained=True)
+    # inference_model picks the inferencer by the entry's Results task (entries without
+    # results have none: mmpretrain raises 'No available inferencer').
+    with pytest.raises(model_zoo.UnpublishedWeightsError, match=drive):
+        inference_model('fan_t_student', np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(model_zoo.UnpublishedWeightsError, match=r'^fan_t_vit_student has no '
+                       'weights to download: the STL authors published no file'):
+        ImageClassificationInferencer('fan_t_vit_student')
+
+
+def test_entry_without_weights_builds_and_loads_a_local_file(tmp_path):
+    model = get_model('fan_t_vit_student')  # pretrained=False: built, nothing read
+    mine = {key: value + 1 if value.is_floating_point() else value
+            for key, value in model.state_dict().items()}
+    torch.save(dict(state_dict=mine, meta={}), tmp_path / 'mine.pth')
+    loaded = get_model('fan_t_vit_student', pretrained=str(tmp_path / 'mine.pth'))
+    for key, value in mine.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 # ---------------------------------------------------------------------- configs run
 def train_batch(cfg: Config, size: int) -> dict:
     """Two synthetic images through the config's training pipeline, crops of ``size``."""
@@ -276,6 +363,7 @@ def test_built_package_carries_the_zoo(tmp_path):
     files = subprocess.run(['git', 'ls-files'], cwd=REPO, check=True, capture_output=True,
                            text=True).stdout.split()
     for name in files:
+        # setup.py reads the deploy extra from requirements/.
         if name.startswith(('stl_mm/', 'configs/', 'requirements/')) or name in (
                 'setup.py', 'model-index.yml'):
             (source / name).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """Image classifier for FAN baselines and both stages of Self-emerging Token Labeling."""
+import inspect
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
@@ -7,12 +8,66 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from stl_mm.models.backbones.fan_checkpoint import (CheckpointMismatchError, describe_arch,
+                                                    is_official_layout)
 from stl_mm.models.heads import TokenLabelingHead
 from stl_mm.registry import register
 from stl_mm.utils import check_number
 from .frozen_teacher import TEACHER_CONFIG_KEY, FrozenTeacher
 
 MODES = ('plain', 'labeler', 'student')
+
+
+def _file_being_loaded() -> Optional[str]:
+    """The file mmengine is loading into a model, read from its caller's frame.
+
+    mmengine hands a model only the weights (``load_state_dict``), not the file they came
+    from; its two entry points, ``mmengine.runner.load_checkpoint`` (``get_model(pretrained=)``,
+    the inferencers) and ``Runner.load_checkpoint`` (``load_from``), hold it as ``filename``.
+    None when the load came another way.
+    """
+    from mmengine.runner import Runner
+    from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+    entry_points = {mmengine_load_checkpoint.__code__, Runner.load_checkpoint.__code__}
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code in entry_points:
+            return frame.f_locals.get('filename')
+        frame = frame.f_back
+    return None
+
+
+def refuse_official_layout(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """``load_state_dict`` pre-hook: refuses official FAN / STL weights (timm key names).
+
+    A loader that does not convert them (mmengine's, behind ``get_model(name,
+    pretrained=FILE)``, the inferencers and ``load_from`` in mmpretrain's own tools) would load
+    them non-strict into nothing (no ``backbone.`` prefix) and leave the model randomly
+    initialised. Loading them correctly is not possible here: mmengine has already taken the
+    file's ``state_dict`` (the raw weights of a timm file) and dropped ``state_dict_ema``, so
+    the EMA rule of :func:`~stl_mm.models.backbones.fan_checkpoint.load_checkpoint` cannot be
+    kept. That loader converts before it loads, so its loads pass this hook.
+
+    Raises:
+        CheckpointMismatchError: The weights under ``prefix`` are in the official layout; the
+            message names the file (when mmengine loads it) and the two ways to load it.
+    """
+    own = {key[len(prefix):]: value for key, value in state_dict.items()
+           if key.startswith(prefix)}
+    if not own or not is_official_layout(own):
+        return
+    path = _file_being_loaded()
+    source = path or 'The checkpoint being loaded (pretrained= / load_from=)'
+    file = path or 'FILE'
+    raise CheckpointMismatchError(
+        f'{source} is an official FAN / STL checkpoint ({describe_arch(own)}; timm key names: '
+        f'cls_token, patch_embed.*, blocks.*, no backbone. prefix), and the loader in use '
+        f'(mmengine load_checkpoint) would leave {type(module).__name__} randomly initialised '
+        'and would take the raw weights, not the EMA ones. Convert it: python '
+        f'tools/model_converters/fan_to_stl_mm.py {file} OUT.pth and pass OUT.pth '
+        "(get_model(..., pretrained='OUT.pth'), load_from='OUT.pth'), or load it with "
+        f"stl_mm.models.backbones.fan_checkpoint.load_checkpoint(model, '{file}') (EMA weights "
+        "first, strict); stl_mm's tools/train.py and tools/test.py load it as it is.")
 
 
 @register(codebases=('mmpretrain', ))
@@ -56,7 +111,9 @@ class TokenLabelingClassifier(ImageClassifier):
 
     Checkpoints, ours or official FAN / STL ones, are loaded with
     :func:`~stl_mm.models.backbones.fan_checkpoint.load_checkpoint` (what ``tools/test.py``
-    and ``load_from`` in ``tools/train.py`` use).
+    and ``load_from`` in ``tools/train.py`` use). Other loaders (mmengine's, behind
+    ``get_model(pretrained=FILE)`` and mmpretrain's tools) get official-layout weights refused
+    by :func:`refuse_official_layout`.
 
     Args:
         backbone: Backbone config, normally ``FAN`` with ``dense=False``.
@@ -113,6 +170,7 @@ class TokenLabelingClassifier(ImageClassifier):
         self.token_loss = token_loss if isinstance(token_loss, nn.Module) else MODELS.build(
             token_loss)
         self.frozen_teacher: Optional[FrozenTeacher] = None
+        self.register_load_state_dict_pre_hook(refuse_official_layout)
 
     @property
     def teacher(self) -> Optional[nn.Module]:

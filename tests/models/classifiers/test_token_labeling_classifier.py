@@ -11,7 +11,8 @@ from mmpretrain.structures import DataSample
 
 import stl_mm  # noqa: F401
 from stl_mm.models.backbones import FAN
-from stl_mm.models.backbones.fan_checkpoint import load_checkpoint, stl_mm_to_official
+from stl_mm.models.backbones.fan_checkpoint import (CheckpointMismatchError, load_checkpoint,
+                                                    stl_mm_to_official)
 from stl_mm.models.classifiers import FrozenTeacher, TokenLabelingClassifier
 
 NUM_CLASSES = 6
@@ -374,3 +375,64 @@ def test_non_finite_teacher_logits_stop_the_student_naming_the_teacher_checkpoin
     logits[1, :, 0, 1] = 0.0
     assert torch.isfinite(student(images, samples, mode='loss', teacher_inputs=images)[
         'loss_token'])
+
+
+# --------------------------------------------------------------------- other loaders
+def official_timm_file(path, source: nn.Module) -> dict:
+    """A timm-layout official file of ``source``: raw weights (off by one) and EMA weights
+    (``source``'s), official key names."""
+    ema = stl_mm_to_official(source.state_dict())
+    raw = {key: value + 1 for key, value in ema.items()}
+    torch.save(dict(state_dict=raw, state_dict_ema=ema, epoch=1), path)
+    return ema
+
+
+@pytest.mark.parametrize('loader', ['mmengine', 'runner'])
+def test_mmengines_loaders_refuse_official_files_naming_them(tmp_path, loader):
+    """mmengine's load_checkpoint (get_model(pretrained=FILE), the inferencers) and
+    Runner.load_checkpoint (load_from in mmpretrain's tools/test.py) used to load an official
+    file non-strict into nothing: warnings and a randomly initialised model."""
+    from mmengine.runner import Runner
+    from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+    path = tmp_path / 'fan_official.pth.tar'
+    official_timm_file(path, MODELS.build(fan_classifier_cfg('student')))
+    model = MODELS.build(fan_classifier_cfg('student'))
+    before = copy.deepcopy(model.state_dict())
+    message = (rf'{re.escape(str(path))} is an official FAN / STL checkpoint \(a custom FAN .*'
+               rf'leave TokenLabelingClassifier randomly initialised and would take the raw '
+               rf'weights, not the EMA ones\. Convert it: python tools/model_converters/'
+               rf'fan_to_stl_mm\.py {re.escape(str(path))} OUT\.pth .*fan_checkpoint\.'
+               rf"load_checkpoint\(model, '{re.escape(str(path))}'\)")
+    with pytest.raises(CheckpointMismatchError, match=message):
+        if loader == 'mmengine':
+            mmengine_load_checkpoint(model, str(path), map_location='cpu')
+        else:
+            Runner(model=model, work_dir=str(tmp_path / 'work')).load_checkpoint(str(path))
+    for key, value in before.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_official_weights_loaded_directly_are_refused_and_ours_pass(tmp_path):
+    """Without mmengine around (no file to name) the message says what is being loaded; the
+    stl_mm layout loads as before, into the model and into mmengine's EMA copy of it."""
+    source = MODELS.build(fan_classifier_cfg('student'))
+    model = MODELS.build(fan_classifier_cfg('student'))
+    with pytest.raises(CheckpointMismatchError, match=r'The checkpoint being loaded \(pretrained'
+                       r'= / load_from=\) is an official FAN / STL checkpoint'):
+        model.load_state_dict(stl_mm_to_official(source.state_dict()))
+    model.load_state_dict(source.state_dict())
+    ema = ExponentialMovingAverage(model)
+    ema.load_state_dict(ExponentialMovingAverage(source).state_dict())
+    for key, value in source.state_dict().items():
+        assert torch.equal(ema.module.state_dict()[key], value), key
+
+
+def test_stl_mm_loader_still_takes_the_ema_weights_of_official_files(tmp_path):
+    path = tmp_path / 'fan_official.pth.tar'
+    source = MODELS.build(fan_classifier_cfg('student'))
+    official_timm_file(path, source)
+    model = MODELS.build(fan_classifier_cfg('student'))
+    report = load_checkpoint(model, str(path))
+    assert "EMA weights ('state_dict_ema'), official layout" in report.source
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
