@@ -275,6 +275,9 @@ def visualize_attention(config: Union[str, Config],
     if token_mixing not in TOKEN_MIXING_VIEWS:
         raise ValueError(f'--token-mixing must be one of {TOKEN_MIXING_VIEWS}, got '
                          f'{token_mixing!r}.')
+    if query is not None and token_mixing != 'query':
+        raise ValueError(f'--query picks the query patch of --token-mixing query; it means '
+                         f'nothing with --token-mixing {token_mixing}: drop one of them.')
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     model = load_classifier(cfg, checkpoint, hook_teacher, device)
     fan_backbone(model)

@@ -55,17 +55,26 @@ def test_one_figure_per_image_with_a_panel_per_row_and_head(labeler_checkpoint, 
         assert matplotlib.image.imread(str(out)).shape[:2] == (3 * 230 + 40, 5 * 210)
 
 
-def test_bad_arguments_name_the_option(labeler_checkpoint, tmp_path):
+def test_received_view_and_bad_arguments(labeler_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out-dir, attention/, would be made here
     # In-process (the tool is a script, not a package module): the errors themselves.
     spec = importlib.util.spec_from_file_location('visualize_attention', TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     main = tool.main
     images = [str(path) for path in garments(tmp_path)]
+    main([str(CONFIG), labeler_checkpoint, images[0], '--token-mixing', 'received', '--heads',
+          '0', '--out-dir', str(tmp_path / 'received')])
+    # Rows: the last block, the class block; columns: image, token labels, mean, head 0.
+    out = tmp_path / 'received' / 'garment_0_attention.png'
+    assert matplotlib.image.imread(str(out)).shape[:2] == (2 * 230 + 40, 4 * 210)
     with pytest.raises(IndexError, match=r'--blocks must be FAN block indices in \[-4, 4\)'):
         main([str(CONFIG), labeler_checkpoint, *images, '--blocks', '4'])
     with pytest.raises(ValueError, match='--query 32 0 lies outside the 32x32 model input'):
         main([str(CONFIG), labeler_checkpoint, *images, '--query', '32', '0'])
+    with pytest.raises(ValueError, match='--query picks the query patch of --token-mixing query'):
+        main([str(CONFIG), labeler_checkpoint, *images, '--query', '3', '3', '--token-mixing',
+              'received'])
     with pytest.raises(FileNotFoundError, match='No such image file'):
         main([str(CONFIG), labeler_checkpoint, str(tmp_path / 'none.png')])
-    assert not (tmp_path / 'attention').exists()
+    assert not (tmp_path / 'attention').exists()  # nothing written on errors
