@@ -19,13 +19,18 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.colors import ListedColormap
 from mmengine.config import Config
 
 from stl_mm.apis.token_labeler import build_view_dataset, collect_views, load_token_labeler
 from stl_mm.evaluation.token_label_quality import (foreground_pixels, foreground_tokens,
                                                    token_labels)
 
-__all__ = ['draw_token_label_figure', 'visualize_token_labels']
+__all__ = ['BINARY_MAP', 'draw_token_label_figure', 'draw_token_map', 'pyplot', 'save_figure',
+           'visualize_token_labels']
+
+#: Tokens labelled as the class (yellow) or not (dark blue).
+BINARY_MAP = ListedColormap(['#1f1f7a', '#f2d024'])
 
 
 def draw_token_label_figure(images: torch.Tensor,
@@ -56,11 +61,7 @@ def draw_token_label_figure(images: torch.Tensor,
     Returns:
         ``out_file``.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
+    plt = pyplot()
     labels, confidences = token_labels(token_logits, 'argmax')
     gumbel_labels, _ = token_labels(token_logits, 'gumbel', tau=tau, seed=gumbel_seed)
     as_class = labels == classes.view(-1, 1, 1)
@@ -68,12 +69,10 @@ def draw_token_label_figure(images: torch.Tensor,
     tertiary = torch.where(as_class, 1 + (confidences >= confidence_threshold).long(),
                            torch.zeros_like(labels))
     height, width = images.shape[-2:]
-    extent = (0, width, height, 0)
     if foreground is not None:
         # Token foreground at pixel resolution, for the outline.
         outlines = F.interpolate(foreground[:, None].float(), size=(height, width),
                                  mode='nearest')[:, 0].numpy()
-    binary_map = ListedColormap(['#1f1f7a', '#f2d024'])
     tertiary_map = ListedColormap(['#1f1f7a', '#3fa34d', '#f2d024'])
 
     rows = len(images)
@@ -84,24 +83,14 @@ def draw_token_label_figure(images: torch.Tensor,
         image = images[row].permute(1, 2, 0).numpy()
         panels = [
             (None, None, f'{name}'),
-            (as_class[row], binary_map, 'labelled as class (argmax)'),
+            (as_class[row], BINARY_MAP, 'labelled as class (argmax)'),
             (tertiary[row], tertiary_map, f'confident (p>={confidence_threshold:g}) / '
              'unconfident'),
-            (gumbel_as_class[row], binary_map, 'Gumbel-selected as class'),
+            (gumbel_as_class[row], BINARY_MAP, 'Gumbel-selected as class'),
         ]
         for column, (token_map, colormap, label) in enumerate(panels):
-            axis = axes[row, column]
-            axis.imshow(image, extent=extent)
-            if token_map is not None:
-                axis.imshow(token_map.numpy(), cmap=colormap, vmin=0,
-                            vmax=colormap.N - 1, alpha=0.65, extent=extent,
-                            interpolation='nearest')
-                if foreground is not None:
-                    axis.contour(outlines[row], levels=[0.5], colors='white', linewidths=0.8,
-                                 extent=extent, origin='upper')
-            axis.set_title(label, fontsize=8)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            draw_token_map(axes[row, column], image, token_map, colormap, label,
+                           outline=outlines[row] if foreground is not None else None)
         counted = foreground[row] if foreground is not None else torch.ones_like(as_class[row])
         correct = confidences[row][as_class[row] & counted].numpy()
         wrong = confidences[row][~as_class[row] & counted].numpy()
@@ -113,12 +102,65 @@ def draw_token_label_figure(images: torch.Tensor,
         axis.set_xlabel('teacher confidence', fontsize=8)
         axis.tick_params(labelsize=7)
         axis.legend(fontsize=6)
+    return save_figure(figure, out_file, title)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def draw_token_map(axis,
+                   image: np.ndarray,
+                   token_map: Optional[torch.Tensor],
+                   colormap,
+                   title: str,
+                   vmin: float = 0.,
+                   vmax: Optional[float] = None,
+                   outline: Optional[np.ndarray] = None) -> None:
+    """One panel: the image with a map over its tokens laid over it, stretched to the image.
+
+    Args:
+        axis: Matplotlib axes.
+        image: (H, W, 3) uint8 RGB.
+        token_map: (h, w) map of the tokens, drawn as blocks; None draws the image alone.
+        colormap: Matplotlib colormap (or its name) of the map.
+        title: Panel title.
+        vmin: Map value of the colormap's first colour.
+        vmax: Map value of its last colour; defaults to the last index of a listed colormap
+            (a map of categories 0..N-1).
+        outline: Optional (H, W) 0/1 mask outlined in white (e.g. the ground-truth foreground).
+    """
+    height, width = image.shape[:2]
+    extent = (0, width, height, 0)
+    axis.imshow(image, extent=extent)
+    if token_map is not None:
+        axis.imshow(token_map.numpy(), cmap=colormap, vmin=vmin,
+                    vmax=colormap.N - 1 if vmax is None else vmax, alpha=0.65, extent=extent,
+                    interpolation='nearest')
+        if outline is not None:
+            axis.contour(outline, levels=[0.5], colors='white', linewidths=0.8, extent=extent,
+                         origin='upper')
+    axis.set_title(title, fontsize=8)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def save_figure(figure, out_file: str, title: Optional[str] = None) -> str:
+    """Title, lay out and write a figure to a PNG (making its folder), then close it.
+
+    Returns:
+        ``out_file``.
+    """
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     figure.savefig(out_file, dpi=100)
-    plt.close(figure)
+    pyplot().close(figure)
     return out_file
 
 

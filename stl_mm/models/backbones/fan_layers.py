@@ -325,7 +325,8 @@ class _HeadedAttention(nn.Module):
 
     Subclasses build their key / value projections in :meth:`build_key_value`, which runs
     between ``q`` and ``proj`` so that the modules keep the official order (the order the
-    official initialisation draws their random weights in).
+    official initialisation draws their random weights in), and say which tokens are queries
+    in :meth:`queries_keys_values`.
     """
 
     def __init__(self,
@@ -355,11 +356,34 @@ class _HeadedAttention(nn.Module):
         x = x.permute(2, 0, 3, 1, 4)
         return x[0] if parts == 1 else x
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def queries_keys_values(
+            self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head queries (N, heads, Lq, d), keys and values (N, heads, L, d) of ``x``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """softmax(q k^T / sqrt(d)) v over the heads, merged and projected: (N, Lq, C)."""
+        q, k, v = self.queries_keys_values(x)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        return self.merge_heads(out)
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """(N, heads, Lq, d) per-head outputs -> the projected (N, Lq, C) output."""
         return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))
+
+    @torch.no_grad()
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The softmax(q k^T / sqrt(d)) weights (N, heads, Lq, L) that :meth:`forward` uses.
+
+        ``scaled_dot_product_attention`` never materialises them, so they are recomputed here
+        from the same queries and keys, for inspection only (the attention visualiser,
+        :mod:`stl_mm.visualization.attention`); every row sums to 1. Without attention
+        dropout, ``merge_heads(attention_weights(x) @ v)`` is ``forward(x)``.
+        """
+        q, k, _ = self.queries_keys_values(x)
+        scores = q @ k.transpose(-2, -1) * q.shape[-1]**-0.5
+        return scores.float().softmax(dim=-1)
 
 
 class TokenMixing(_HeadedAttention):
@@ -372,10 +396,12 @@ class TokenMixing(_HeadedAttention):
     def build_key_value(self, embed_dims: int, qkv_bias: bool) -> None:
         self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def queries_keys_values(
+            self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every token is a query: (N, heads, L, d) each."""
         # unbind, not tuple unpacking: iterating a tensor is a TracerWarning in torch.jit.trace.
         k, v = self.split_heads(self.kv(x), parts=2).unbind(0)
-        return self.attend(self.split_heads(self.q(x)), k, v)
+        return self.split_heads(self.q(x)), k, v
 
 
 class DWConv(nn.Module):
@@ -601,10 +627,14 @@ class ClassAttention(_HeadedAttention):
         self.k = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Returns the (N, 1, C) update of the class token."""
-        return self.attend(self.split_heads(self.q(x[:, :1])), self.split_heads(self.k(x)),
-                           self.split_heads(self.v(x)))
+    def queries_keys_values(
+            self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The class token is the only query: (N, heads, 1, d); keys and values of all tokens.
+
+        So :meth:`forward` returns the (N, 1, C) update of the class token.
+        """
+        return (self.split_heads(self.q(x[:, :1])), self.split_heads(self.k(x)),
+                self.split_heads(self.v(x)))
 
 
 class Mlp(nn.Module):
