@@ -27,8 +27,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from stl_mm.evaluation.reports import write_json
-from stl_mm.evaluation.robustness.results import _differences
-from stl_mm.utils import json_sha256
+from stl_mm.utils import json_differences, json_sha256, read_results_json
 from .benchmark import BenchmarkOptions, Setting, teacher_label
 from .hardware import dtype_note, format_hardware, hardware_tag
 
@@ -201,23 +200,18 @@ def read_for_append(path: str, hardware: dict, settings: dict) -> Optional[dict]
     if not osp.exists(path):
         return None
     try:
-        with open(path) as file:
-            saved = json.load(file)
-    except (OSError, ValueError) as error:
-        raise ValueError(f'Cannot read the results file {path} to append to it ({error}); '
+        saved = read_results_json(path, RESULTS_FORMAT)
+    except ValueError as error:
+        raise ValueError(f'{error}; files of older versions recorded no hardware with their '
+                         f'results, so their figures cannot be told apart by machine; '
                          f'{FRESH_HINT}.')
-    if not isinstance(saved, dict) or saved.get('format') != RESULTS_FORMAT:
-        raise ValueError(
-            f'{path} is not a {RESULTS_FORMAT} results file: written by an older version, which '
-            'recorded no hardware with its results, or by another tool, so its figures cannot '
-            f'be told apart by machine; {FRESH_HINT}.')
     current = json.loads(json.dumps(hardware))
-    differences = _differences(saved.get('hardware'), current, 'hardware')
+    differences = json_differences(saved.get('hardware'), current, 'hardware')
     if differences:
         raise ValueError(
             f'{path} was measured on other hardware, and appending would mix figures of two '
             'machines in one file:\n  ' + '\n  '.join(differences) + f'\n{FRESH_HINT}.')
-    differences = _differences(saved.get('settings'), settings, 'settings')
+    differences = json_differences(saved.get('settings'), settings, 'settings')
     if differences:
         raise ValueError(
             f'{path} was measured with other shared settings, which its table would not '

@@ -9,7 +9,7 @@ import json
 import os
 import os.path as osp
 import tempfile
-from typing import Any
+from typing import Any, List
 
 #: The checkout the package is installed from (editable install): configs/ and tools/ live here.
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -55,3 +55,35 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: file.read(1 << 20), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_results_json(path: str, results_format: str) -> dict:
+    """A results file written with ``format=results_format`` (robustness, benchmark).
+
+    Raises:
+        ValueError: The file cannot be read or parsed (``Cannot read the results file ...``),
+            or it is not a ``results_format`` file (``... is not a <format> results file``:
+            written by an older version or another tool). Callers add how to start fresh.
+    """
+    try:
+        with open(path) as file:
+            saved = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f'Cannot read the results file {path} ({error})')
+    if not isinstance(saved, dict) or saved.get('format') != results_format:
+        raise ValueError(f'{path} is not a {results_format} results file (written by an older '
+                         'version or another tool)')
+    return saved
+
+
+def json_differences(saved: Any, current: Any, prefix: str = '') -> List[str]:
+    """Dotted keys whose values differ between two JSON-like records, with both values."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(saved) | set(current), key=str):
+            name = f'{prefix}.{key}' if prefix else str(key)
+            found += json_differences(saved.get(key), current.get(key), name)
+        return found
+    if saved == current:
+        return []
+    return [f'{prefix or "inputs"}: recorded {saved!r}, now {current!r}']

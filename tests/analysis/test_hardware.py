@@ -82,8 +82,8 @@ def test_onednn_isa_cap_rules_amx_out(no_cuda, monkeypatch):
 
 def test_bf16_and_fp16_notes_name_the_cpu_capability(no_cuda):
     capability = f'torch CPU capability {torch.backends.cpu.get_cpu_capability()}'
-    amx, epyc, avx2 = (describe_hardware(text) for text in (XEON_AMX, EPYC_AVX512_BF16,
-                                                              AVX2_ONLY))
+    amx, epyc, avx2 = (describe_hardware(text)
+                       for text in (XEON_AMX, EPYC_AVX512_BF16, AVX2_ONLY))
     assert dtype_note(amx, 'cpu', 'fp32') is None
     assert dtype_note(amx, 'cpu', 'bf16') == f'bf16 on AMX ({capability})'
     assert dtype_note(epyc, 'cpu', 'bf16') == (

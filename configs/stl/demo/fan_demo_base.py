@@ -27,7 +27,8 @@ model = dict(
 )
 
 # Fashion-MNIST (28x28 grey, 60k train / 10k test) read by mmpretrain's FashionMNIST from the
-# extracted IDX files; tools/dataset_converters/prepare_fashion_mnist.py puts them in data/fashion_mnist.
+# extracted IDX files; tools/dataset_converters/prepare_fashion_mnist.py puts them in
+# data/fashion_mnist.
 dataset_type = 'FashionMNIST'
 data_root = 'data/fashion_mnist'
 # The first images of the training set (its order is already shuffled): all classes balanced.

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional
 from mmengine.dist import is_main_process
 
 from stl_mm.evaluation.reports import write_json
-from stl_mm.utils import file_sha256, json_sha256
+from stl_mm.utils import file_sha256, json_differences, json_sha256, read_results_json
 
 __all__ = ['RESULTS_FORMAT', 'RobustnessResults', 'checkpoint_sha256', 'config_sha256',
            'data_source']
@@ -75,19 +75,6 @@ def data_source(root: Optional[str], mode: str = 'files', **details: Any) -> dic
     return dict(root=None if root is None else osp.abspath(root), mode=mode, **details)
 
 
-def _differences(saved: Any, current: Any, prefix: str = '') -> List[str]:
-    """Dotted keys whose values differ, with both values."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        found = []
-        for key in sorted(set(saved) | set(current), key=str):
-            name = f'{prefix}.{key}' if prefix else str(key)
-            found += _differences(saved.get(key), current.get(key), name)
-        return found
-    if saved == current:
-        return []
-    return [f'{prefix or "inputs"}: recorded {saved!r}, now {current!r}']
-
-
 class RobustnessResults:
     """The results file of one suite: read, checked against this run's inputs, updated.
 
@@ -111,16 +98,10 @@ class RobustnessResults:
 
     def _read(self) -> dict:
         try:
-            with open(self.path) as file:
-                saved = json.load(file)
-        except (OSError, ValueError) as error:
-            raise SystemExit(f'Cannot read the results file {self.path} ({error}); '
-                             f'{self.fresh_hint} to start fresh.')
-        if not isinstance(saved, dict) or saved.get('format') != RESULTS_FORMAT:
-            raise SystemExit(
-                f'{self.path} is not a {RESULTS_FORMAT} results file (written by an older '
-                f'version or another tool); {self.fresh_hint} to start fresh.')
-        differences = _differences(saved.get('inputs'), self.inputs)
+            saved = read_results_json(self.path, RESULTS_FORMAT)
+        except ValueError as error:
+            raise SystemExit(f'{error}; {self.fresh_hint} to start fresh.')
+        differences = json_differences(saved.get('inputs'), self.inputs)
         if differences:
             raise SystemExit(
                 f'{self.path} holds results of other inputs, so this run would mix numbers of '
