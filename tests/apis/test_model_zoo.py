@@ -323,32 +323,39 @@ def train_batch(cfg: Config, size: int) -> dict:
     return {key: [sample[key] for sample in samples] for key in samples[0]}
 
 
-@pytest.mark.parametrize('name', ['fan_t_vit_in1k', 'fan_t_vit_token_labeler',
-                                  'fan_t_vit_student'])
-def test_smallest_vit_configs_train_one_iteration(name):
-    """One optimiser step of the FAN-T-ViT configs (crops 64x64 instead of 224x224)."""
+TRAINING = sorted(name for name in ZOO if load(ZOO[name]).train_dataloader is not None)
+EVALUATION = sorted(set(ZOO) - set(TRAINING))
+
+
+@pytest.mark.parametrize('name', TRAINING)
+def test_every_training_config_trains_one_iteration(name):
+    """One optimiser step of each training entry's config, crops 32x32 instead of 224x224
+    (the smallest side every FAN preset takes)."""
     cfg = load(ZOO[name])
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
     if 'teacher' in cfg.default_hooks:
         model.set_teacher(MODELS.build(cfg.default_hooks.teacher.model).eval())
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     before = model.backbone.cls_token.detach().clone()
-    losses = model.train_step(train_batch(cfg, 64), optim_wrapper)
+    losses = model.train_step(train_batch(cfg, 32), optim_wrapper)
     assert all(torch.isfinite(value) for value in losses.values())
     assert ('loss_token' in losses) == (cfg.model.mode != 'plain')
     assert not torch.equal(model.backbone.cls_token, before)
 
 
-def test_384_evaluation_config_runs_one_test_batch():
-    """The test pipeline and model of a 384 px entry on one image, at 384x384."""
-    cfg = load(ZOO['fan_b_hybrid_in22k_in1k_384'])
+@pytest.mark.parametrize('name', EVALUATION)
+def test_every_evaluation_config_runs_one_test_batch(name):
+    """The test pipeline and model of each evaluation-only entry on one image; the 384 px
+    entries at their full 384x384."""
+    cfg = load(ZOO[name])
     assert cfg.train_dataloader is None and cfg.get('optim_wrapper') is None
     pipeline = [TRANSFORMS.build(step) for step in cfg.test_dataloader.dataset.pipeline[1:]]
     image = np.random.RandomState(0).randint(0, 256, (400, 500, 3)).astype(np.uint8)
     results = dict(img=image, img_shape=image.shape[:2], ori_shape=image.shape[:2])
     for step in pipeline:
         results = step(results)
-    assert results['inputs'].shape == (3, 384, 384)
+    size = ZOO[name].metadata.data['Resolution']
+    assert results['inputs'].shape == (3, size, size)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()
     sample, = model.test_step(dict(inputs=[results['inputs']],
                                    data_samples=[results['data_samples']]))
