@@ -33,6 +33,7 @@ from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import CheckpointLoader
 from modelindex.load_model_index import load as load_model_index
+from modelindex.models.Result import Result
 
 from stl_mm.evaluation.reports import markdown_table
 from stl_mm.models.backbones.fan_checkpoint import (CheckpointError, CheckpointReadError,
@@ -101,7 +102,9 @@ def register_model_zoo() -> None:
     get an :data:`UNPUBLISHED` address there: ``pretrained=True`` then raises
     :class:`UnpublishedWeightsError`, while ``pretrained=False`` and ``pretrained=<file>``
     never read it. The hub keeps its entries in ``ModelHub._models_dict`` and has no public
-    way to change one (``ModelHub.get`` returns a copy).
+    way to change one (``ModelHub.get`` returns a copy). Likewise ``inference_model(name)``
+    picks its inferencer from the entry's result tasks: entries with no published results
+    get an empty Image Classification result there (the metafiles stay as published).
     """
     global _registered
     if _registered:
@@ -110,8 +113,12 @@ def register_model_zoo() -> None:
     path = model_index_path()
     ModelHub.register_model_index(path, config_prefix=osp.dirname(path))
     for model in zoo_models():
+        entry = ModelHub._models_dict[model.name.lower()]
         if not model.weights:
-            ModelHub._models_dict[model.name.lower()].weights = UNPUBLISHED + model.name
+            entry.weights = UNPUBLISHED + model.name
+        if not entry.results:
+            entry.results = [Result(task='Image Classification', dataset='ImageNet-1k',
+                                    metrics={})]
     CheckpointLoader.register_scheme(prefixes=FAN_RELEASE, loader=load_from_fan_release)
     CheckpointLoader.register_scheme(prefixes=UNPUBLISHED, loader=load_from_unpublished)
     _registered = True

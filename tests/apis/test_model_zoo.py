@@ -296,6 +296,23 @@ def test_pretrained_true_without_published_weights_is_refused():
         ImageClassificationInferencer('fan_t_vit_student')
 
 
+def test_inference_model_serves_entries_without_published_results(tmp_path):
+    """An entry whose metafile has no results (nothing published) still names its task, so
+    inference_model finds the classification inferencer: with a local file it predicts with
+    it, and without one it refuses with the missing-weights error."""
+    name = 'fan_t_vit_student'
+    assert ZOO[name].results is None
+    model = get_model(name)
+    torch.save(dict(state_dict=model.state_dict(), meta={}), tmp_path / 'mine.pth')
+    image = np.random.RandomState(0).randint(0, 256, (240, 260, 3)).astype(np.uint8)
+    mmcv.imwrite(image, str(tmp_path / 'image.png'))
+    result = inference_model(name, str(tmp_path / 'image.png'), pretrained=str(
+        tmp_path / 'mine.pth'))
+    assert 0 <= result['pred_label'] < 1000
+    with pytest.raises(model_zoo.UnpublishedWeightsError, match=name):
+        inference_model(name, str(tmp_path / 'image.png'))
+
+
 def test_entry_without_weights_builds_and_loads_a_local_file(tmp_path):
     model = get_model('fan_t_vit_student')  # pretrained=False: built, nothing read
     mine = {key: value + 1 if value.is_floating_point() else value
