@@ -5,7 +5,7 @@
 # use it.
 _base_ = [
     '../_base_/models/fan_hybrid_in1k.py',
-    '../_base_/datasets/imagenet_bs128_fan_224.py',
+    '../_base_/datasets/imagenet_bs64_fan_384_test.py',
     '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['stl_mm'], allow_failed_imports=False)
@@ -17,12 +17,3 @@ model = dict(
 
 train_dataloader = None
 
-# FAN's evaluation crop fraction 1.0 at 384: resize the short side to 384, crop 384x384.
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=384, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=384),
-    dict(type='PackInputs'),
-]
-val_dataloader = dict(batch_size=64, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
