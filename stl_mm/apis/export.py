@@ -160,21 +160,20 @@ def load_export_model(config: Union[str, Config],
         if not backbone_cfg.get('dense', False):
             raise ValueError(f'{where}: model.backbone is not dense (dense=False); a {scope} '
                              'config needs FAN(dense=True).')
-        module = FAN(**_fan_config(backbone_cfg, where))
+        module = target = FAN(**_fan_config(backbone_cfg, where))
         description = f'dense FAN backbone of the {scope} {model_cfg.get("type")}'
     elif dense:
         fan_cfg = _fan_config(backbone_cfg, where)
         fan_cfg.setdefault('paired_fourier_frequencies', True)
-        module = FAN(**dict(fan_cfg, dense=True, feat_downsample=False))
+        module = target = FAN(**dict(fan_cfg, dense=True, feat_downsample=False))
         description = f'FAN(dense=True) from the backbone of {model_cfg.get("type")}'
     else:
         from mmpretrain.registry import MODELS
         _fan_config(backbone_cfg, where)
-        classifier = MODELS.build(model_cfg)
-        module = ClassLogits(classifier)
-        description = f'{type(classifier).__name__} (class logits)'
+        target = MODELS.build(model_cfg)
+        module = ClassLogits(target)
+        description = f'{type(target).__name__} (class logits)'
     module = revert_sync_batchnorm(module).float().eval()
-    target = module.classifier if isinstance(module, ClassLogits) else module
     report = load_checkpoint(target, checkpoint, use_ema, prefix=None)
     if report.new:
         raise CheckpointMismatchError(
@@ -182,10 +181,8 @@ def load_export_model(config: Union[str, Config],
             f'{", ".join(report.new[:12])}. An exported model needs every weight from the '
             'checkpoint; use a checkpoint of this task (e.g. a detection checkpoint for the '
             "detection backbone's learnable_downsample).")
-    if isinstance(module, ClassLogits):
-        names: Tuple[str, ...] = ('logits', )
-    else:
-        names = tuple(f'level{level}' for level in module.out_indices)
+    names = (('logits', ) if isinstance(module, ClassLogits) else
+             tuple(f'level{level}' for level in module.out_indices))
     return ExportModel(module, names, description, report)
 
 

@@ -24,6 +24,7 @@ initialised model, which the inferencers (they ask for pretrained weights) then 
 the scheme :data:`UNPUBLISHED`, whose reader (:func:`load_from_unpublished`) raises
 :class:`UnpublishedWeightsError` saying why and how to get weights.
 """
+import os
 import os.path as osp
 from typing import Any, List, Optional, Sequence
 
@@ -111,11 +112,15 @@ def register_model_zoo() -> None:
         return
     from mmpretrain.apis import ModelHub
     path = model_index_path()
-    ModelHub.register_model_index(path, config_prefix=osp.dirname(path))
-    for model in zoo_models():
-        entry = ModelHub._models_dict[model.name.lower()]
-        if not model.weights:
-            entry.weights = UNPUBLISHED + model.name
+    root = osp.dirname(path)
+    ModelHub.register_model_index(path, config_prefix=root)
+    # The hub's entries are the parsed metafile entries: pick ours by their metafile's folder
+    # rather than parsing the index a second time on every import.
+    ours = [entry for entry in ModelHub._models_dict.values()
+            if osp.abspath(entry.filepath).startswith(root + os.sep)]
+    for entry in ours:
+        if not entry.weights:
+            entry.weights = UNPUBLISHED + entry.name
         if not entry.results:
             entry.results = [Result(task='Image Classification', dataset='ImageNet-1k',
                                     metrics={})]

@@ -62,8 +62,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from stl_mm.registry import register
 from . import fan_checkpoint
 from .fan_layers import (ClassAttentionBlock, ConvPatchEmbed, FANBlock, FourierPositionalEncoding,
-                         HybridPatchEmbed, tokens_to_map)
-from .fan_layers import LayerNorm2d
+                         HybridPatchEmbed, LayerNorm2d, tokens_to_map)
 from .fan_presets import (ARCH_DEFAULTS, ARCH_REQUIRED, ARCH_ZOO, OFFICIAL_DETECTION_NAMES,
                           OFFICIAL_NAMES, resolve_arch)
 
