@@ -1,4 +1,6 @@
 """The demo's report: its tables, ``report.md`` and the console print-out."""
+import json
+import math
 import os.path as osp
 from typing import List
 
@@ -7,7 +9,13 @@ from stl_mm.evaluation.robustness.fashion_mnist_c import fashion_mnist_c_tables
 from stl_mm.evaluation.token_label_quality import (FOREGROUND_PIXEL_THRESHOLD,
                                                    FOREGROUND_TOKEN_FRACTION)
 
-__all__ = ['report_tables', 'render_markdown', 'print_tables']
+__all__ = ['NOISE_SIGMAS', 'STUDY_FILE', 'noise_statement', 'report_tables', 'render_markdown',
+           'print_tables']
+
+#: A difference is within noise below this many standard errors (the study's verdicts too).
+NOISE_SIGMAS = 2.0
+#: The study's results, in its work directory (``tools/demo.py --study``).
+STUDY_FILE = 'study.json'
 
 
 def report_tables(report: dict) -> List[Table]:
@@ -34,6 +42,8 @@ def render_markdown(report: dict) -> str:
     """``report.md``: the settings, every table, the figure and the definitions."""
     settings = report['settings']
     timing = report['timing_s']
+    grid, patch = report['token_labels']['grid'], settings['patch_size']
+    size = grid[0] * patch
     lines = [
         '# STL demo on Fashion-MNIST', '',
         f'Command: `{settings["command"]}` (seed {settings["seed"]}'
@@ -41,10 +51,11 @@ def render_markdown(report: dict) -> str:
         f'- Training: the first {settings["train_images"]} of the 60,000 training images, '
         f'{settings["teacher_epochs"]} epochs for the stage-1 token labeler (trained once, '
         f'reused by every student), {settings["epochs"]} for the student and for the baseline '
-        f'(the same budget); batch 128, on {settings["cpu_threads"]} CPU '
-        f'thread(s) per process plus one data-loading worker ({settings["machine"]}).',
+        f'(the same budget); batch {settings["batch_size"]}, on {settings["cpu_threads"]} CPU '
+        f'thread(s) per process plus one data-loading worker, up to '
+        f'{settings["parallel_trainings"]} trainings side by side ({settings["machine"]}).',
         f'- Model: FAN-ViT `{settings["arch"]}` ({settings["parameters"]:,} parameters), '
-        '32x32 inputs, 8x8 tokens.',
+        f'{size}x{size} inputs, {grid[0]}x{grid[1]} tokens.',
         '- Runs: ' + '; '.join(
             f'{name} seed {stage["settings"]["seed"]}, '
             + ('trained in this run' if stage['trained_now'] else 'reused: it finished earlier '
@@ -54,6 +65,7 @@ def render_markdown(report: dict) -> str:
         + '.', '',
     ]
     lines += [render_tables(report_tables(report)).rstrip('\n'), '']
+    lines += ['## Student vs baseline: within seed noise?', '', *report['noise'], '']
     lines += [
         '## Token labels of the teacher (Fig. 2 style)', '',
         f'![token labels]({osp.basename(report["figure"])})', '',
@@ -64,10 +76,11 @@ def render_markdown(report: dict) -> str:
         'outline is the ground-truth foreground.', '',
         '## Definitions', '',
         f'- Foreground: a pixel is foreground when its value exceeds '
-        f'{FOREGROUND_PIXEL_THRESHOLD:g} (of 255) after resizing to 32x32; a token (4x4 pixels) '
-        f'is foreground when more than {FOREGROUND_TOKEN_FRACTION:.0%} of its pixels are. In '
-        'the augmented views, the mask is taken from the teacher view, which shares the '
-        'student view\'s geometry (crop, flip, rotate/shear/translate).',
+        f'{FOREGROUND_PIXEL_THRESHOLD:g} (of 255) in the {size}x{size} input; a token '
+        f'({patch}x{patch} pixels) is foreground when more than '
+        f'{FOREGROUND_TOKEN_FRACTION:.0%} of its pixels are. In the augmented views, the mask '
+        'is taken from the teacher view, which shares the student view\'s geometry (crop, '
+        'flip, rotate/shear/translate).',
         '- Precision: foreground tokens labelled as the image\'s class / tokens labelled as the '
         'class; recall: / foreground tokens; IoU: / union of both sets. Confidence: the '
         'teacher\'s softmax probability of the label a foreground token received, averaged over '
@@ -83,3 +96,37 @@ def render_markdown(report: dict) -> str:
 def print_tables(report: dict) -> None:
     """Print every table of the report as plain text."""
     print('\n' + render_tables(report_tables(report), style='text'), end='')
+    print('\n' + '\n'.join(report['noise']))
+
+
+def noise_statement(robustness: dict, study_file: str) -> List[str]:
+    """Plain-words lines for the demo report: are the student's differences to the baseline
+    larger than the seed-to-seed noise the study measured?"""
+    models = robustness['models']
+    if not osp.isfile(study_file):
+        return [f'Seed noise: unknown. No study results in `{study_file}`, so these single-seed '
+                'differences cannot be told from noise; `python tools/demo.py --study` '
+                'measures it (docs/demo.md).']
+    with open(study_file) as file:
+        study = json.load(file)
+    lines = []
+    seeds = study['settings']['seeds']
+    for metric, title in (('clean_top1', 'clean top-1'),
+                          ('mean_corrupted_top1', 'mean corrupted top-1')):
+        try:
+            stds = [study['summary'][arm][metric]['std'] for arm in ('baseline', 'stl')]
+        except KeyError:
+            return [f'Seed noise: unknown. `{study_file}` has no baseline and stl arms.']
+        difference = models['student'][metric] - models['baseline'][metric]
+        # One run of each: the difference's standard deviation is sqrt(s_b^2 + s_s^2).
+        error = math.sqrt(sum(std**2 for std in stds))
+        inside = not math.isfinite(error) or abs(difference) < NOISE_SIGMAS * error
+        lines.append(
+            f'The student\'s {title} is {abs(difference):.2f} points '
+            f'{"above" if difference > 0 else "below"} the baseline\'s: '
+            + ('within noise' if inside else 'more than the noise')
+            + f' (the study\'s seed-to-seed standard deviations, {len(seeds)} seeds at its '
+            f'budget of {study["settings"]["train_images"]} images x '
+            f'{study["settings"]["epochs"]} epochs, give a single-run difference a standard '
+            f'deviation of {error:.2f}; within noise below {NOISE_SIGMAS:g} of them).')
+    return lines

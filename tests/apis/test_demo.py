@@ -12,10 +12,10 @@ import pytest
 import torch
 from fashion_mnist_demo import data_dir, demo_config  # noqa: F401
 
-from stl_mm.apis import demo
-from stl_mm.apis.demo import (FULL, MANIFEST, MAX_SEED, QUICK, StageFailed, StageRefused,
-                              check_seed, demo_sizes, load_classifier, prepare_stages, run_demo,
-                              stage_epochs, write_manifest)
+from stl_mm.apis import training_runs
+from stl_mm.apis.demo import (FULL, MAX_SEED, QUICK, StageFailed, StageRefused, check_seed,
+                              demo_sizes, load_classifier, prepare_stages, run_demo)
+from stl_mm.apis.training_runs import MANIFEST, write_manifest
 from stl_mm.utils import TEMP_PREFIX
 
 
@@ -93,37 +93,41 @@ class FakeTraining:
         self.killed_in = killed_in
         self.trained: List[str] = []
 
-    def __call__(self, stage, work_dir, data_dir, sizes, seed, teacher_checkpoint=None):
-        os.makedirs(work_dir, exist_ok=True)
-        if stage.name == self.killed_in:
-            (Path(work_dir) / 'epoch_1.pth').write_text('partial')
+    def __call__(self, run, teacher_checkpoint=None, log_file=None):
+        os.makedirs(run.work_dir, exist_ok=True)
+        if run.name == self.killed_in:
+            (Path(run.work_dir) / 'epoch_1.pth').write_text('partial')
             raise subprocess.CalledProcessError(-9, ['tools/train.py'])
-        self.trained.append(stage.name)
+        self.trained.append(run.name)
         # Different bytes on every training, as real checkpoints (their meta has a timestamp).
-        (Path(work_dir) / f'epoch_{stage_epochs(stage, sizes)}.pth').write_text(
-            f'{stage.name} seed {seed} teacher {teacher_checkpoint} {time.perf_counter_ns()}')
+        (Path(run.work_dir) / f'epoch_{run.epochs}.pth').write_text(
+            f'{run.name} seed {run.settings["seed"]} teacher {teacher_checkpoint} '
+            f'{time.perf_counter_ns()}')
         return 1.0
 
 
 def prepare(monkeypatch, work_dir, seed=0, sizes=QUICK, skip_training=False, killed_in=None):
     """``prepare_stages`` with :class:`FakeTraining`; return (stages, fake)."""
     training = FakeTraining(killed_in)
-    monkeypatch.setattr(demo, 'train_stage', training)
+    monkeypatch.setattr(training_runs, 'train_run', training)
     stages, _ = prepare_stages(str(work_dir), 'unused', sizes, seed, skip_training)
     return stages, training
 
 
 def test_a_rerun_trains_only_the_stages_that_did_not_finish(monkeypatch, tmp_path, capsys):
-    # Killed in stage 2: stage 1 finished (manifest written), stage 2 left a partial run.
+    # Killed in stage 2: stage 1 and the baseline (trained beside it) finished (manifests
+    # written), stage 2 left a partial run.
     with pytest.raises(StageFailed, match='^Training of stage2_student failed .* exited with -9'
                        '.* keeps the stages that finished'):
         prepare(monkeypatch, tmp_path, killed_in='stage2_student')
     assert (tmp_path / 'stage1_token_labeler' / MANIFEST).is_file()
+    assert (tmp_path / 'baseline' / MANIFEST).is_file()
     assert not (tmp_path / 'stage2_student' / MANIFEST).exists()
 
     stages, training = prepare(monkeypatch, tmp_path)
-    assert training.trained == ['stage2_student', 'baseline']
-    assert [stage['trained_now'] for stage in stages.values()] == [False, True, True]
+    assert training.trained == ['stage2_student']
+    assert {name: stage['trained_now'] for name, stage in stages.items()} == {
+        'stage1_token_labeler': False, 'baseline': False, 'stage2_student': True}
     printed = capsys.readouterr().out
     assert 'stage1_token_labeler: finished earlier with the same settings' in printed
 
@@ -134,13 +138,14 @@ def test_a_rerun_trains_only_the_stages_that_did_not_finish(monkeypatch, tmp_pat
 
     # Other student / baseline epochs: the teacher (its own epochs unchanged) is kept.
     _, training = prepare(monkeypatch, tmp_path, sizes=replace(QUICK, epochs=3))
-    assert training.trained == ['stage2_student', 'baseline']
+    assert sorted(training.trained) == ['baseline', 'stage2_student']
     assert 'epochs 2 in the run, 3 requested' in capsys.readouterr().out
 
 
 def test_skip_training_after_a_run_with_another_seed_is_refused(monkeypatch, tmp_path):
     prepare(monkeypatch, tmp_path, seed=0)
-    # A rerun with seed 1 killed in stage 2: stage 1 is of seed 1, stage 2 has no finished run.
+    # A rerun with seed 1 killed in stage 2: stage 1 and the baseline are of seed 1, stage 2
+    # has no finished run.
     with pytest.raises(StageFailed):
         prepare(monkeypatch, tmp_path, seed=1, killed_in='stage2_student')
     with pytest.raises(StageRefused, match=r'--skip-training cannot reuse stage '
@@ -149,10 +154,9 @@ def test_skip_training_after_a_run_with_another_seed_is_refused(monkeypatch, tmp
         prepare(monkeypatch, tmp_path, seed=0, skip_training=True)
     with pytest.raises(StageRefused, match='stage stage2_student: .* has no finished run'):
         prepare(monkeypatch, tmp_path, seed=1, skip_training=True)
-    # Without --skip-training the rerun retrains what differs (the baseline of seed 0 is
-    # still the one asked for), and then it is reusable.
+    # Without --skip-training the rerun retrains what differs, and then it is reusable.
     _, training = prepare(monkeypatch, tmp_path, seed=0)
-    assert training.trained == ['stage1_token_labeler', 'stage2_student']
+    assert sorted(training.trained) == ['baseline', 'stage1_token_labeler', 'stage2_student']
     stages, training = prepare(monkeypatch, tmp_path, seed=0, skip_training=True)
     assert training.trained == []
     assert {stage['settings']['seed'] for stage in stages.values()} == {0}

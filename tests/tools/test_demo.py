@@ -68,13 +68,14 @@ def test_quick_demo_end_to_end(tmp_path):
 
     # Token-label quality: three views, argmax and Gumbel, on real foreground masks.
     quality = report['token_labels']
-    assert quality['grid'] == [8, 8] and quality['images'] == QUICK.token_label_images
+    # Patch 4 on the native 28x28 images: a 7x7 token grid.
+    assert quality['grid'] == [7, 7] and quality['images'] == QUICK.token_label_images
     assert len(quality['views']) == 3
     for modes in quality['views'].values():
         assert set(modes) == {'argmax', 'gumbel'}
         assert modes['gumbel']['draws'] == QUICK.gumbel_draws
         counts = modes['argmax']['counts']
-        assert counts['tokens'] == QUICK.token_label_images * 64
+        assert counts['tokens'] == QUICK.token_label_images * 49
         # Garments cover a real share of the tokens.
         assert 0.2 < modes['argmax']['foreground_fraction'] < 0.9
         for metrics in modes.values():
@@ -83,9 +84,13 @@ def test_quick_demo_end_to_end(tmp_path):
 
     # The files: Markdown with every section, strict JSON, the figure.
     markdown = (work_dir / 'report.md').read_text()
+    assert '28x28 inputs, 7x7 tokens' in markdown
+    # Without a study in the work directory the report says the noise is unknown.
+    assert 'Seed noise: unknown' in markdown and 'Seed noise: unknown' in printed
     for section in ('## Clean and corrupted top-1', '## Fashion-MNIST-C per corruption',
                     '## Fashion-MNIST-C per severity', '## Token-label quality',
-                    '## Token labels of the teacher', '## Definitions'):
+                    '## Token labels of the teacher', '## Definitions',
+                    '## Student vs baseline: within seed noise?'):
         assert section in markdown
     for corruption in BENCHMARK_CORRUPTIONS:
         assert re.search(rf'\| {corruption} \|', markdown)

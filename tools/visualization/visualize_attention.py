@@ -16,7 +16,7 @@ receives. See :mod:`stl_mm.visualization.attention`.
 Examples:
     python tools/visualization/visualize_attention.py \
         configs/stl/demo/fan_demo_token_labeler.py \
-        work_dirs/demo/stage1_token_labeler/epoch_10.pth shoe.png shirt.png \
+        work_dirs/demo/stage1_token_labeler/epoch_3.pth shoe.png shirt.png \
         --blocks 0 -1 --out-dir attention
     python tools/visualization/visualize_attention.py configs/fan/fan_t_hybrid_in1k.py \
         fan_tiny.pth cat.jpg --token-mixing received --heads 0 1

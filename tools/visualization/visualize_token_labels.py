@@ -14,7 +14,7 @@ Examples:
     python tools/visualization/visualize_token_labels.py configs/stl/fan_t_token_labeler.py \
         work_dirs/fan_t_token_labeler/epoch_350.pth --split val --indices 0 1 2 3
     python tools/visualization/visualize_token_labels.py configs/stl/demo/fan_demo_student.py \
-        work_dirs/demo/stage1_token_labeler/epoch_10.pth --hook-teacher --split test \
+        work_dirs/demo/stage1_token_labeler/epoch_3.pth --hook-teacher --split test \
         --view teacher --foreground-threshold 10 --out token_labels.png
 """
 import argparse

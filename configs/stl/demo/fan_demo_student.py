@@ -21,29 +21,14 @@ train_pipeline = [
     dict(
         type='DualView',
         shared=[
-            dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0),
-                 backend='pillow', interpolation='bicubic'),
+            dict(type='RandomResizedCrop', scale=_base_.img_size,
+                 crop_ratio_range=_base_.crop_ratio_range, backend='pillow',
+                 interpolation='bicubic'),
             dict(type='RandomFlip', prob=0.5, direction='horizontal'),
         ],
-        rand_augment=dict(
-            type='RandAugment',
-            policies='timm_increasing',
-            num_policies=2,
-            total_level=10,
-            magnitude_level=6,
-            magnitude_std=0.5,
-            hparams=dict(pad_val=_base_.background, interpolation='bicubic')),
+        rand_augment=_base_.rand_augment,
         geometric_ops=('Rotate', 'Shear', 'Translate'),
-        student_only=[
-            dict(
-                type='RandomErasing',
-                erase_prob=0.25,
-                mode='rand',
-                min_area_ratio=0.02,
-                max_area_ratio=1 / 4,
-                fill_color=_base_.data_preprocessor['mean'],
-                fill_std=_base_.data_preprocessor['std']),
-        ]),
+        student_only=[_base_.random_erasing]),
     # Packs the student view as `inputs` and the teacher view as `teacher_inputs`.
     dict(type='PackDualViewInputs'),
 ]
@@ -62,5 +47,5 @@ default_hooks = dict(
                 type='TokenLabelingHead',
                 num_classes=_base_.num_classes,
                 with_token_head=True)),
-        checkpoint='work_dirs/fan_demo_token_labeler/epoch_10.pth',
+        checkpoint='work_dirs/fan_demo_token_labeler/epoch_3.pth',
         use_ema=True))
