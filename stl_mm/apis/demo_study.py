@@ -124,7 +124,7 @@ ARMS = (
 )
 ARM_NAMES = tuple(arm.name for arm in ARMS)
 #: The study's budget: about an hour for 9 arms x 3 seeds on two cores.
-STUDY = DemoSizes(train_images=12000, epochs=3, teacher_epochs=3, corruption_images=200,
+STUDY = DemoSizes(train_images=12800, epochs=3, teacher_epochs=3, corruption_images=200,
                   token_label_images=500, gumbel_draws=3, figure_images=0)
 QUICK_STUDY = replace(QUICK, corruption_images=8, token_label_images=32)
 DEFAULT_SEEDS = (0, 1, 2)
