@@ -156,7 +156,9 @@ def test_all_suites_give_the_hand_computed_numbers(world, tmp_path):
     assert summary['in-a']['retention'] == pytest.approx(80.0)
     assert results['selection'] == dict(suites=['in1k', 'in-c', 'in-a', 'in-r'],
                                         corruptions=['fog', 'contrast', 'spatter'],
-                                        severities=[1, 2])
+                                        severities=[1, 2],
+                                        v2_variants=['matched-frequency', 'threshold-0.7',
+                                                     'top-images'])
     inputs = results['inputs']
     assert inputs['data']['in-c'] == dict(root=str(world['root'] / 'imagenet-c'), mode='files')
     assert len(inputs['checkpoint_sha256']) == 64 and len(inputs['config_sha256']) == 64
