@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from mmengine.config import Config, ConfigDict
 
-from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS
+from stl_mm.compat.imagecorruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 from stl_mm.datasets.robustness import IMAGENET_V2_VARIANTS, IMAGENET_WNIDS
 from stl_mm.evaluation.metrics.robustness import summarize_robustness
 from stl_mm.evaluation.reports import Table, write_json
@@ -421,8 +421,9 @@ def model_card(results: dict, path: Optional[str] = None) -> dict:
     In the spirit of RobustBench's model entries: the model and checkpoint (path and SHA-256),
     ``clean_acc`` (ImageNet-1K top-1), ``corruptions_acc`` (ImageNet-C mCA over the benchmark
     corruptions and severities evaluated; RobustBench uses all 15 at severities 1..5) and
-    ``corruptions_mce``, then every suite's summary under its overview name, the data each came
-    from and the selection. Figures are percent (null when the suite did not run); ``software``
+    ``corruptions_mce``, with ``corruptions_complete`` telling whether that is all 15 at all five
+    severities (comparable with published figures), then every suite's summary, the data each
+    came from and the selection. Figures are percent (null when the suite did not run); ``software``
     and ``date`` are those of writing the card.
 
     Args:
@@ -430,8 +431,11 @@ def model_card(results: dict, path: Optional[str] = None) -> dict:
         path: The results file, recorded for the reader.
     """
     about, inputs = results.get('about', {}), results['inputs']
-    summary = results.get('summary', {})
+    summary, selection = results.get('summary', {}), results.get('selection', {})
     config = about.get('config')
+    complete = 'in-c' in summary and set(BENCHMARK_CORRUPTIONS) <= set(
+        selection.get('corruptions', ())) and set(selection.get('severities', ())) == set(
+            SEVERITIES)
     return {
         'format': MODEL_CARD_FORMAT,
         'model': {'name': osp.splitext(osp.basename(config))[0] if config else None,
@@ -443,9 +447,10 @@ def model_card(results: dict, path: Optional[str] = None) -> dict:
         'clean_acc': summary.get('in1k', {}).get('top1'),
         'corruptions_acc': summary.get('in-c', {}).get('mCA'),
         'corruptions_mce': summary.get('in-c', {}).get('mCE'),
+        'corruptions_complete': complete,
         'suites': {suite: dict(title=SUITES[suite].title, **figures)
                    for suite, figures in summary.items() if suite in SUITES},
-        'selection': results.get('selection', {}),
+        'selection': selection,
         'data': {suite: inputs.get('data', {}).get(suite) for suite in summary},
         'results_file': None if path is None else osp.abspath(path),
         'software': _versions(),

@@ -367,6 +367,7 @@ def test_the_whole_battery_by_default(world, tmp_path, capsys):
     assert card['clean_acc'] == pytest.approx(CLEAN_TOP1)
     assert card['corruptions_acc'] == pytest.approx(summary['in-c']['mCA'])
     assert card['corruptions_mce'] == pytest.approx(summary['in-c']['mCE'])
+    assert card['corruptions_complete'] is False  # 3 corruptions at 2 severities
     assert set(card['suites']) == set(summary)
     assert card['suites']['in-real'] == dict(title='ImageNet-ReaL', **summary['in-real'])
     assert card['data']['in-sketch']['root'] == str(world['root'] / 'sketch')
@@ -431,3 +432,23 @@ def test_another_real_json_is_another_input(world, tmp_path):
                                     for entry in REAL_IMAGES])
     with pytest.raises(SystemExit, match=r'data\.in-real\.real_json_sha256: recorded'):
         _evaluate(world, out, ('in-real', ), data_roots=roots)
+
+
+def test_model_card_from_a_results_file_alone():
+    from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
+    from stl_mm.evaluation.robustness.imagenet import model_card
+    results = dict(inputs=dict(checkpoint_sha256='ab' * 32, config_sha256='cd' * 32,
+                               use_ema=False, data={'in-c': dict(root='/c', mode='files'),
+                                                    'in-a': dict(root='/a', mode='files')}),
+                   about=dict(checkpoint='/w/fan.pth', config='/c/fan_b_student.py'),
+                   selection=dict(suites=['in-c'], severities=[1, 2, 3, 4, 5],
+                                  corruptions=[*BENCHMARK_CORRUPTIONS, 'spatter']),
+                   summary={'in-c': dict(mCA=40.0, mCE=60.0)})
+    card = model_card(results)
+    assert card['model']['name'] == 'fan_b_student' and card['checkpoint']['use_ema'] is False
+    assert (card['clean_acc'], card['corruptions_acc'], card['corruptions_mce']) == (
+        None, 40.0, 60.0)
+    assert card['corruptions_complete'] is True  # all 15 at 1..5 (an extra does not matter)
+    assert card['data'] == {'in-c': dict(root='/c', mode='files')}  # the suites that ran
+    results['selection']['severities'] = [1, 2, 3, 4]
+    assert model_card(results)['corruptions_complete'] is False
