@@ -17,7 +17,8 @@ import copy
 import datetime
 import os.path as osp
 from collections import Counter
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Collection, Dict, FrozenSet, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 from mmengine.config import Config, ConfigDict
 
@@ -32,8 +33,8 @@ from stl_mm.evaluation.robustness.results import data_source
 from stl_mm.utils import file_sha256, json_sha256
 
 __all__ = ['Suite', 'CellContext', 'SUITES', 'MODEL_CARD_FORMAT', 'suite_pipeline',
-           'read_suite_specs', 'imagenet_cells', 'summarize', 'suite_tables', 'model_card',
-           'evaluate_imagenet_robustness']
+           'suite_dataset', 'checked_cell', 'read_suite_specs', 'imagenet_cells', 'summarize',
+           'suite_tables', 'model_card', 'evaluate_imagenet_robustness']
 
 CELL_META_KEYS = ('corruption', 'severity', 'real_labels')
 TOP1 = 'robustness/top1'
@@ -51,14 +52,14 @@ class CellContext(NamedTuple):
         specs: Every suite's spec (:func:`read_suite_specs`).
         selection: The run's choices: ``suites``, ``corruptions``, ``severities``,
             ``v2_variants`` and those of any added suite.
-        on_the_fly: ImageNet-C is made from the clean val set.
+        on_the_fly: The suites whose data is made at load time (their on-the-fly spec).
         allow_incomplete: ImageNet-C cells that do not match the clean set are evaluated.
         pending: The cell names not in the results file yet.
     """
     cfg: Config
     specs: Dict[str, dict]
     selection: Dict[str, Any]
-    on_the_fly: bool
+    on_the_fly: FrozenSet[str]
     allow_incomplete: bool
     pending: Sequence[str]
 
@@ -90,7 +91,7 @@ def suite_pipeline(model_pipeline: Sequence[dict],
     return pipeline
 
 
-def _suite_dataset(cfg: Config, spec: dict, **cell_arguments) -> dict:
+def suite_dataset(cfg: Config, spec: dict, **cell_arguments) -> dict:
     """The suite's dataset with the model's adapted test pipeline."""
     model_dataset = cfg.test_dataloader['dataset']
     if 'pipeline' not in model_dataset:
@@ -128,9 +129,19 @@ def _one_cell(suite: str, selection: Dict[str, Any]) -> List[str]:
     return [suite]
 
 
-def _checked_cell(context: CellContext, suite: str, name: str, **cell_arguments) -> dict:
-    """One cell of a suite; its data is read up front when it is pending."""
-    dataset = _suite_dataset(context.cfg, context.specs[suite], **cell_arguments)
+def checked_cell(context: CellContext, suite: str, name: str, dataset: Optional[dict] = None,
+                 **cell_arguments) -> dict:
+    """One cell of a suite; its data is read up front when it is pending.
+
+    Args:
+        context: The run's cell context.
+        suite: The suite (for the message and the default dataset).
+        name: The cell's name.
+        dataset: The cell's dataset config; defaults to :func:`suite_dataset` of the suite's
+            spec with ``cell_arguments``.
+    """
+    if dataset is None:
+        dataset = suite_dataset(context.cfg, context.specs[suite], **cell_arguments)
     if name in context.pending:
         try:
             _scan(dataset)
@@ -143,7 +154,7 @@ def _checked_cell(context: CellContext, suite: str, name: str, **cell_arguments)
 
 
 def _dataset_cells(suite: str, context: CellContext) -> List[dict]:
-    return [_checked_cell(context, suite, suite)]
+    return [checked_cell(context, suite, suite)]
 
 
 def _top1_summary(suite: str, cells: Dict[str, dict], clean: Optional[float]) -> dict:
@@ -167,6 +178,10 @@ def _files(suite: str, spec: dict, on_the_fly: bool) -> dict:
     return data_source(spec['dataset'].get('data_root'), 'files')
 
 
+def _no_notes(suite: str, spec: dict) -> List[str]:
+    return []
+
+
 class Suite(NamedTuple):
     """One suite of the battery. Each hook gets the suite's name first.
 
@@ -180,7 +195,9 @@ class Suite(NamedTuple):
         tables: ``(suite, its cells, summary) -> [Table]``.
         overview: ``(suite, its cells, summary) -> [(column, value)]``.
         data: ``(suite, spec, on_the_fly) -> how the results file records its data``.
-        on_the_fly_spec: The suites-file entry used with ``--in-c-on-the-fly``, if any.
+        notes: ``(suite, spec) -> lines`` above the tables when the suite ran.
+        on_the_fly_spec: The suites-file entry used when its data is made at load time
+            (``--in-c-on-the-fly``), if it can be.
     """
     title: str
     column: str
@@ -191,6 +208,7 @@ class Suite(NamedTuple):
     tables: Callable[[str, Dict[str, dict], dict], List[Table]] = _top1_tables
     overview: Callable[[str, Dict[str, dict], dict], List[Tuple[str, Any]]] = _top1_overview
     data: Callable[[str, dict, bool], dict] = _files
+    notes: Callable[[str, dict], List[str]] = _no_notes
     on_the_fly_spec: Optional[str] = None
 
 
@@ -222,13 +240,13 @@ def _in_c_names(suite: str, selection: Dict[str, Any]) -> List[str]:
 def _in_c_cells(suite: str, context: CellContext) -> List[dict]:
     names = _in_c_names(suite, context.selection)
     reference = None
-    if not context.on_the_fly and any(name in context.pending for name in names):
+    if suite not in context.on_the_fly and any(name in context.pending for name in names):
         reference = _clean_reference(context.specs, context.allow_incomplete)
     cells = []
     for name in names:
         corruption, severity = parse_cell_name(name[len(IN_C):])
-        dataset = _suite_dataset(context.cfg, context.specs[suite], corruptions=[corruption],
-                                 severities=[severity])
+        dataset = suite_dataset(context.cfg, context.specs[suite], corruptions=[corruption],
+                                severities=[severity])
         expected = None
         if reference is not None and name in context.pending:
             incomplete = check_cell(
@@ -285,7 +303,7 @@ def _v2_names(suite: str, selection: Dict[str, Any]) -> List[str]:
 
 
 def _v2_cells(suite: str, context: CellContext) -> List[dict]:
-    return [_checked_cell(context, suite, name, variant=name[len(IN_V2):])
+    return [checked_cell(context, suite, name, variant=name[len(IN_V2):])
             for name in _v2_names(suite, context.selection)]
 
 
@@ -331,6 +349,15 @@ def _real_overview(suite: str, cells: Dict[str, dict], summary: dict) -> List[Tu
     return [(SUITES[suite].column, summary['real_top1'])]
 
 
+def _real_notes(suite: str, spec: dict) -> List[str]:
+    return ['ImageNet-ReaL: top-1 in the reassessed label set, and the original top-1, on the '
+            'images ReaL labels (those with an empty set left out).']
+
+
+def _masked_notes(suite: str, spec: dict) -> List[str]:
+    return [f'{SUITES[suite].title}: the 1000-way output restricted to its 200 classes.']
+
+
 def _real_data(suite: str, spec: dict, on_the_fly: bool) -> dict:
     """The val root and real.json by content (absent: None, and the suite cannot run)."""
     dataset = spec['dataset']
@@ -345,23 +372,45 @@ SUITES: Dict[str, Suite] = {
     'in1k': Suite('ImageNet-1K (clean)', 'clean', 'in1k'),
     'in-c': Suite('ImageNet-C', 'IN-C', 'in_c', _in_c_names, _in_c_cells, _in_c_summary,
                   _in_c_tables, _in_c_overview, _in_c_data, on_the_fly_spec='in_c_on_the_fly'),
-    'in-a': Suite('ImageNet-A', 'IN-A', 'in_a'),
-    'in-r': Suite('ImageNet-R', 'IN-R', 'in_r'),
+    'in-a': Suite('ImageNet-A', 'IN-A', 'in_a', notes=_masked_notes),
+    'in-r': Suite('ImageNet-R', 'IN-R', 'in_r', notes=_masked_notes),
     'in-v2': Suite('ImageNet-V2', 'IN-V2', 'in_v2', _v2_names, _v2_cells, _v2_summary,
                    _v2_tables, _v2_overview),
     'in-sketch': Suite('ImageNet-Sketch', 'IN-Sketch', 'in_sketch'),
     'in-real': Suite('ImageNet-ReaL', 'ReaL', 'in_real', summarize=_real_summary,
-                     tables=_real_tables, overview=_real_overview, data=_real_data),
+                     tables=_real_tables, overview=_real_overview, data=_real_data,
+                     notes=_real_notes),
 }
 
 
-def read_suite_specs(path: str, data_roots: Sequence[str], on_the_fly: bool) -> Dict[str, dict]:
+def _on_the_fly_suites(on_the_fly: Union[bool, Collection[str]]) -> FrozenSet[str]:
+    """``True`` (``--in-c-on-the-fly``) means ImageNet-C; otherwise the suites named."""
+    if isinstance(on_the_fly, bool):
+        return frozenset({'in-c'} if on_the_fly else ())
+    unknown = [suite for suite in on_the_fly if not (suite in SUITES and
+                                                     SUITES[suite].on_the_fly_spec)]
+    if unknown:
+        raise ValueError(f'{unknown} cannot be made on the fly; these can: '
+                         f'{[s for s, entry in SUITES.items() if entry.on_the_fly_spec]}.')
+    return frozenset(on_the_fly)
+
+
+def read_suite_specs(path: str, data_roots: Sequence[str],
+                     on_the_fly: Union[bool, Collection[str]] = False) -> Dict[str, dict]:
     """Suite name -> {'dataset': ..., 'corruption_pipeline': ...} from the suites file, with
-    ``SUITE=PATH`` data-root overrides."""
+    ``SUITE=PATH`` data-root overrides.
+
+    Args:
+        path: The suites file.
+        data_roots: ``SUITE=PATH`` overrides.
+        on_the_fly: ``True`` reads ImageNet-C's on-the-fly entry; a collection names every
+            suite whose on-the-fly entry is read.
+    """
+    made = _on_the_fly_suites(on_the_fly)
     specs = Config.fromfile(path)
     suites = {}
     for suite, entry in SUITES.items():
-        name = entry.on_the_fly_spec if on_the_fly and entry.on_the_fly_spec else entry.spec
+        name = entry.on_the_fly_spec if suite in made else entry.spec
         if name not in specs:
             raise KeyError(f'{path} does not define {name!r} (the {suite} suite).')
         suites[suite] = ConfigDict(copy.deepcopy(specs[name])).to_dict()
@@ -461,7 +510,8 @@ def model_card(results: dict, path: Optional[str] = None) -> dict:
 def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out: str,
                                  suites: Sequence[str], corruptions: Sequence[str],
                                  severities: Sequence[int], specs: Dict[str, dict],
-                                 on_the_fly: bool = False, use_ema: bool = True,
+                                 on_the_fly: Union[bool, Collection[str]] = False,
+                                 use_ema: bool = True,
                                  allow_incomplete: bool = False,
                                  v2_variants: Sequence[str] = tuple(IMAGENET_V2_VARIANTS),
                                  **selection) -> dict:
@@ -477,7 +527,8 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
         corruptions: ImageNet-C corruptions.
         severities: ImageNet-C severities.
         specs: From :func:`read_suite_specs`.
-        on_the_fly: ImageNet-C generated from the clean val set instead of read.
+        on_the_fly: ImageNet-C generated from the clean val set instead of read (``True``), or
+            the suites so generated; as given to :func:`read_suite_specs`.
         use_ema: Which weights of a checkpoint holding both.
         allow_incomplete: Evaluate ImageNet-C cells that do not match the clean set (the
             tables show their image count).
@@ -493,7 +544,9 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
         raise ValueError(f'Unknown suites {unknown}; choose from {list(SUITES)}.')
     cfg = copy.deepcopy(cfg)
     cfg.test_evaluator = dict(type='RobustnessAccuracy')
-    data = {suite: SUITES[suite].data(suite, spec, on_the_fly) for suite, spec in specs.items()}
+    made = _on_the_fly_suites(on_the_fly)
+    data = {suite: SUITES[suite].data(suite, spec, suite in made)
+            for suite, spec in specs.items()}
     # The suites' datasets and corruption steps (suites.py after --data-root) decide the numbers.
     results = suite_results(out, cfg, config, checkpoint, 'pass another --out (or delete the '
                             'file)', suite='imagenet', data=data, use_ema=use_ema,
@@ -501,7 +554,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
     selection = dict(suites=list(suites), corruptions=list(corruptions),
                      severities=list(severities), v2_variants=list(v2_variants), **selection)
     names = [name for suite in suites for name in SUITES[suite].cell_names(suite, selection)]
-    cells = imagenet_cells(CellContext(cfg, specs, selection, on_the_fly, allow_incomplete,
+    cells = imagenet_cells(CellContext(cfg, specs, selection, made, allow_incomplete,
                                        results.pending(names)))
     recorded = run_cells(cfg, checkpoint, cells, results, use_ema)
     selected = {name: recorded[name] for name in names if name in recorded}
@@ -516,8 +569,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
     finish(results, summaries, selection, f'Robustness of `{checkpoint}`',
            suite_tables(selected, summaries), extra_outputs=write_card,
            notes=['Top-1, mCA, CE and retention in percent. mCE and relative mCE are '
-                  'normalised by AlexNet over the 15 benchmark corruptions evaluated. '
-                  'ImageNet-A/-R: the 1000-way output restricted to their 200 classes; '
-                  'ImageNet-ReaL: top-1 in the reassessed label set, and the original top-1, '
-                  'on the images ReaL labels.'])
+                  'normalised by AlexNet over the 15 benchmark corruptions evaluated.'] +
+           [note for suite in SUITES if suite in summaries
+            for note in SUITES[suite].notes(suite, specs[suite])])
     return results.data

@@ -358,6 +358,8 @@ def test_the_whole_battery_by_default(world, tmp_path, capsys):
     assert '| matched-frequency | 0.50 | 0.67 |' in markdown
     assert '| ReaL top-1 | original top-1 | images |' in markdown
     assert '| 80.00 | 60.00 | 5 |' in markdown and '## ImageNet-Sketch' in markdown
+    assert 'ImageNet-ReaL: top-1 in the reassessed label set' in markdown
+    assert 'ImageNet-A: the 1000-way output restricted to its 200 classes.' in markdown
 
     card = json.loads((tmp_path / 'battery.card.json').read_text())
     assert card['format'] == MODEL_CARD_FORMAT
@@ -452,3 +454,12 @@ def test_model_card_from_a_results_file_alone():
     assert card['data'] == {'in-c': dict(root='/c', mode='files')}  # the suites that ran
     results['selection']['severities'] = [1, 2, 3, 4]
     assert model_card(results)['corruptions_complete'] is False
+
+
+def test_which_suites_are_made_on_the_fly():
+    assert read_suite_specs(SUITE_CONFIG, [], True) == read_suite_specs(SUITE_CONFIG, [], {'in-c'})
+    assert read_suite_specs(SUITE_CONFIG, [], ['in-c'])['in-c']['dataset']['type'] == \
+        'CorruptedImageNet'
+    assert read_suite_specs(SUITE_CONFIG, [])['in-c']['dataset']['type'] == 'ImageNetC'
+    with pytest.raises(ValueError, match=r"\['in-a'\] cannot be made on the fly"):
+        read_suite_specs(SUITE_CONFIG, [], ['in-a'])
