@@ -2,22 +2,29 @@
 
 Run by ``tools/analysis_tools/test_robustness.py``.
 
-The four data roots below are the only place where the suites' data locations are set
+The data roots below are the only place where the suites' data locations are set
 (``--data-root SUITE=PATH`` overrides one for a single run). Each suite gives the dataset; the
 test pipeline, batch size and workers come from the model config being evaluated, so every suite
-sees the images exactly as the clean evaluation does.
+sees the images exactly as the clean evaluation does. Where each release comes from and how its
+folders map onto the 1000 classes: ``stl_mm/datasets/data/README.md``.
 
 Expected layouts:
     imagenet_root:   val/<wnid>/<image>, or mmpretrain's val/ + meta/val.txt (then add
-                     ann_file='meta/val.txt' to ``in1k`` and ``in_c_on_the_fly``)
+                     ann_file='meta/val.txt' to ``in1k``, ``in_c_on_the_fly`` and ``in_real``);
+                     real.json (ImageNet-ReaL's labels) next to val/
     imagenet_c_root: <corruption>/<severity>/<wnid>/<image>  (the published ImageNet-C)
     imagenet_a_root: <wnid>/<image>  (200 wnids)
     imagenet_r_root: <wnid>/<image>  (200 wnids)
+    imagenet_v2_root: imagenetv2-matched-frequency-format-val/<0..999>/<image>, and the
+                     threshold0.7 and top-images folders beside it (the unpacked tarballs)
+    imagenet_sketch_root: <wnid>/<image>  (the sketch/ folder of ImageNet-Sketch.zip, 1000 wnids)
 """
 imagenet_root = 'data/imagenet'
 imagenet_c_root = 'data/imagenet-c'
 imagenet_a_root = 'data/imagenet-a'
 imagenet_r_root = 'data/imagenet-r'
+imagenet_v2_root = 'data/imagenetv2'
+imagenet_sketch_root = 'data/imagenet-sketch/sketch'
 
 # ImageNet-1K val: clean top-1, the reference for retention and relative mCE.
 in1k = dict(dataset=dict(type='WnidImageFolder', data_root=imagenet_root, data_prefix='val'))
@@ -41,3 +48,14 @@ in_c_on_the_fly = dict(
 # ImageNet-A and ImageNet-R: 200-class subsets; predictions are restricted to those classes.
 in_a = dict(dataset=dict(type='ImageNetA', data_root=imagenet_a_root))
 in_r = dict(dataset=dict(type='ImageNetR', data_root=imagenet_r_root))
+
+# ImageNet-V2: the tool picks the variants (--v2-variants); every class folder must hold images.
+in_v2 = dict(dataset=dict(type='ImageNetV2', data_root=imagenet_v2_root))
+
+# ImageNet-Sketch: all 1000 classes must be there.
+in_sketch = dict(dataset=dict(type='ImageNetSketch', data_root=imagenet_sketch_root))
+
+# ImageNet-ReaL: the clean val set scored against real.json (relative to data_root); every
+# image real.json labels must be there.
+in_real = dict(dataset=dict(type='ImageNetReaL', data_root=imagenet_root, data_prefix='val',
+                            real_json='real.json'))

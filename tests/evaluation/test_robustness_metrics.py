@@ -122,3 +122,30 @@ def test_metric_explains_missing_cell_keys_and_small_models():
     metric.dataset_meta = dict(output_class_indices=(1, 999))
     with pytest.raises(ValueError, match='1000-class'):
         metric.process({}, [_sample([0.2, 0.8], 1)])
+
+
+def test_metric_scores_real_labels_next_to_the_original_label():
+    """ReaL top-1: the top-1 prediction is one of the image's reassessed labels; top-1 stays
+    the original label's, on the same images."""
+    metric = RobustnessAccuracy()
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'), real_labels=True)
+    samples = [dict(_sample([0.1, 0.8, 0.1], 1), real_labels=[1]),  # both right
+               dict(_sample([0.1, 0.8, 0.1], 0), real_labels=[0, 1]),  # ReaL right only
+               dict(_sample([0.1, 0.1, 0.8], 2), real_labels=[0]),  # original right only
+               dict(_sample([0.8, 0.1, 0.1], 2), real_labels=[1, 2])]  # both wrong
+    metric.process({}, samples)
+    metrics = metric.compute_metrics(metric.results)
+    assert metrics['real_top1'] == pytest.approx(50.0)
+    assert metrics['top1'] == pytest.approx(50.0)
+    assert [result['real_correct'] for result in metric.results] == [True, True, False, False]
+
+
+def test_metric_refuses_samples_without_their_real_labels():
+    metric = RobustnessAccuracy()
+    metric.dataset_meta = dict(real_labels=True)
+    with pytest.raises(KeyError, match="'real_labels'.*PackInputs"):
+        metric.process({}, [_sample([0.2, 0.8], 1)])
+    metric.dataset_meta = {}
+    metric.process({}, [dict(_sample([0.2, 0.8], 1), real_labels=[1]), _sample([0.2, 0.8], 1)])
+    with pytest.raises(ValueError, match='Some samples carry ReaL labels'):
+        metric.compute_metrics(metric.results)

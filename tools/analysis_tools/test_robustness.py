@@ -1,18 +1,22 @@
-"""Evaluate a classifier on the robustness suites: ImageNet-1K, ImageNet-C, ImageNet-A, ImageNet-R.
+"""Evaluate a classifier on the robustness battery: ImageNet-1K, -C, -A, -R, -V2, -Sketch, -ReaL.
 
-Every suite runs as cells (one corruption at one severity for ImageNet-C, the whole set
-otherwise) of stl_mm's RobustnessCellLoop with one runner. After every cell the results file is
-rewritten atomically, so an interrupted run resumes where it stopped. The file records what the
-numbers came from (checkpoint content, config, data roots and modes); a rerun whose inputs
-differ is refused. Published ImageNet-C cells are checked against the clean val set (same
-classes, same image counts) before anything runs. The tables (also in ``--out`` as ``.md``):
-clean top-1, ImageNet-C mCA, mCE and relative mCE (AlexNet-normalised, 15 benchmark
-corruptions), retention (mCA / clean), ImageNet-A and ImageNet-R top-1.
+Every suite runs as cells (one corruption at one severity for ImageNet-C, one variant for
+ImageNet-V2, the whole set otherwise) of stl_mm's RobustnessCellLoop with one runner. After
+every cell the results file is rewritten atomically, so an interrupted run resumes where it
+stopped. The file records what the numbers came from (checkpoint content, config, data roots
+and modes, real.json's content); a rerun whose inputs differ is refused. Every pending suite's
+data is read before anything runs, and published ImageNet-C cells are checked against the clean
+val set (same classes, same image counts). The tables (also in ``--out`` as ``.md``): clean
+top-1, ImageNet-C mCA, mCE and relative mCE (AlexNet-normalised, 15 benchmark corruptions),
+retention (mCA / clean), ImageNet-A/-R (200-class masks), -V2 (per variant) and -Sketch top-1,
+ReaL top-1 with the original top-1 on the same images. A model card (``--out`` as
+``.card.json``) holds the same figures, machine-readable.
 
 Data roots live in configs/robustness/suites.py. Official FAN/STL checkpoints are accepted.
 
 Examples:
-    python tools/analysis_tools/test_robustness.py CONFIG CHECKPOINT --suites in1k in-c in-a in-r
+    # the whole battery
+    python tools/analysis_tools/test_robustness.py CONFIG CHECKPOINT --out results/fan_b.json
     python tools/analysis_tools/test_robustness.py CONFIG CHECKPOINT --suites in-c \\
         --corruptions fog snow --severities 3 5 --out results/fan_b.json
     # 8 GPUs (same launcher as tools/dist_test.sh):
@@ -25,6 +29,7 @@ from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers every module before configs are read)
 from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
+from stl_mm.datasets.robustness import IMAGENET_V2_VARIANTS
 from stl_mm.engine.runner_setup import close_distributed
 from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
                                                     evaluation_parser, prepare_evaluation,
@@ -40,7 +45,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = evaluation_parser(__doc__, 'model config (its test pipeline and loader are used)',
                                'checkpoint file (ours or official FAN/STL)',
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--suites', nargs='+', choices=SUITES, default=list(SUITES))
+    parser.add_argument('--suites', nargs='+', choices=list(SUITES), default=list(SUITES),
+                        help='suites to run (default: all)')
+    parser.add_argument('--v2-variants', nargs='+', choices=list(IMAGENET_V2_VARIANTS),
+                        default=list(IMAGENET_V2_VARIANTS), help='ImageNet-V2 variants')
     add_cell_arguments(parser, BENCHMARK_CORRUPTIONS,
                        'ImageNet-C corruptions (default: the 15 of mCE)')
     parser.add_argument('--in-c-on-the-fly', action='store_true',
@@ -58,7 +66,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         metavar='SUITE=PATH',
                         help='override a suite\'s data root for this run, e.g. in-c=/data/in-c')
     add_evaluation_arguments(parser)
-    return selected_cells(parser.parse_args(argv))
+    args = selected_cells(parser.parse_args(argv))
+    args.suites = list(dict.fromkeys(args.suites))
+    args.v2_variants = list(dict.fromkeys(args.v2_variants))
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -68,7 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),
         args.suites, args.corruptions, args.severities, specs, on_the_fly=args.in_c_on_the_fly,
-        use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete)
+        use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete,
+        v2_variants=args.v2_variants)
 
 
 if __name__ == '__main__':

@@ -164,13 +164,17 @@ def _ordered(corruptions: Sequence[str]) -> List[str]:
 
 @register('METRICS', codebases=('mmpretrain',))
 class RobustnessAccuracy(BaseMetric):
-    """Top-1 accuracy for robustness suites: clean, ImageNet-C, ImageNet-A and ImageNet-R.
+    """Top-1 accuracy for robustness suites: clean, ImageNet-C/A/R/V2/Sketch and ImageNet-ReaL.
 
     * When the dataset's ``metainfo`` has ``output_class_indices`` (ImageNet-A/-R), predictions
       are restricted to those outputs of the 1000-way classifier and the labels index that list.
     * When samples carry ``corruption`` and ``severity`` (ImageNet-C datasets; pack them with
       ``PackInputs(meta_keys=(..., 'corruption', 'severity'))``), accuracy is reported per cell
       as ``top1/<corruption>/<severity>`` together with :func:`summarize_robustness`'s numbers.
+    * When samples carry ``real_labels`` (:class:`~stl_mm.datasets.robustness.ImageNetReaL`;
+      pack them like the corruption keys), ``real_top1`` is the share of images whose top-1
+      prediction is one of them, next to ``top1`` against the original label on the same
+      images (Beyer et al., 2020).
     * With ``clean_accuracy`` (percent), relative mCE and retention are reported too; for
       suites without corruptions, retention is ``top1 / clean``.
 
@@ -209,15 +213,28 @@ class RobustnessAccuracy(BaseMetric):
                     "PackInputs, e.g. PackInputs(meta_keys=('sample_idx', 'img_path', "
                     "'corruption', 'severity')).")
             label = int(torch.as_tensor(sample['gt_label']).flatten()[0])
-            self.results.append(dict(correct=int(scores.argmax()) == label,
-                                     corruption=sample.get('corruption'),
-                                     severity=sample.get('severity')))
+            prediction = int(scores.argmax())
+            real_labels = sample.get('real_labels')
+            if meta.get('real_labels') and real_labels is None:
+                raise KeyError(
+                    "Samples lack 'real_labels': add it to the test pipeline's PackInputs, e.g. "
+                    "PackInputs(meta_keys=('sample_idx', 'img_path', 'real_labels')).")
+            self.results.append(dict(
+                correct=prediction == label, corruption=sample.get('corruption'),
+                severity=sample.get('severity'),
+                real_correct=None if real_labels is None else prediction in real_labels))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Top-1 overall, per cell, and the corruption summary."""
         if not results:
             raise ValueError('RobustnessAccuracy received no predictions.')
         metrics = {'top1': 100 * float(np.mean([result['correct'] for result in results]))}
+        real = [result.get('real_correct') for result in results]
+        if any(correct is not None for correct in real):
+            if None in real:
+                raise ValueError('Some samples carry ReaL labels and others do not; ReaL '
+                                 'top-1 is defined over a set whose every image has them.')
+            metrics['real_top1'] = 100 * float(np.mean(real))
         cells: Dict[Tuple[str, int], List[bool]] = defaultdict(list)
         for result in results:
             if result['corruption'] is not None:
