@@ -150,15 +150,18 @@ def stage_epochs(stage: Stage, sizes: DemoSizes) -> int:
     return sizes.teacher_epochs if stage.name == 'stage1_token_labeler' else sizes.epochs
 
 
-def data_options(data_dir: str, sizes: DemoSizes) -> Tuple[str, ...]:
-    """``--cfg-options`` of every demo training: the data, the subset, the validation set."""
-    options = [f'train_dataloader.dataset.indices={sizes.train_images}',
-               f'train_dataloader.dataset.data_prefix={data_dir}',
-               f'val_dataloader.dataset.data_prefix={data_dir}',
-               f'test_dataloader.dataset.data_prefix={data_dir}']
+def subset_options(sizes: DemoSizes) -> Tuple[str, ...]:
+    """``--cfg-options`` of every demo training: the training subset, the validation set."""
+    options = [f'train_dataloader.dataset.indices={sizes.train_images}']
     if sizes.clean_images is not None:
         options.append(f'val_dataloader.dataset.indices={sizes.clean_images}')
     return tuple(options)
+
+
+def data_options(data_dir: str) -> Tuple[str, ...]:
+    """``--cfg-options`` pointing every dataset of a demo config at ``data_dir``."""
+    return tuple(f'{loader}.dataset.data_prefix={data_dir}'
+                 for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))
 
 
 def stage_runs(work_dir: str, data_dir: str, sizes: DemoSizes, seed: int) -> List[TrainingRun]:
@@ -166,7 +169,8 @@ def stage_runs(work_dir: str, data_dir: str, sizes: DemoSizes, seed: int) -> Lis
     return [TrainingRun(
         name=stage.name, config=osp.join(CONFIG_DIR, stage.config),
         work_dir=osp.join(work_dir, stage.name), epochs=stage_epochs(stage, sizes),
-        options=(f'randomness.seed={seed}', ) + data_options(data_dir, sizes),
+        options=(f'randomness.seed={seed}', ) + subset_options(sizes),
+        data_options=data_options(data_dir),
         settings=dict(stage=stage.name, seed=seed, train_images=sizes.train_images,
                       val_images=sizes.clean_images),
         teacher=stage.teacher, title=stage.title) for stage in STAGES]

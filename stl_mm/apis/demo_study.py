@@ -45,6 +45,7 @@ from mmpretrain.registry import TRANSFORMS
 
 from stl_mm.apis.demo import (CONFIG_DIR, QUICK, DemoSizes, StageFailed, StageRefused,
                               data_options, demo_sizes, load_classifier, raw_test_dataset,
+                              subset_options,
                               view_token_label_quality)
 from stl_mm.apis.demo_report import NOISE_SIGMAS, STUDY_FILE
 from stl_mm.apis.demo_robustness import evaluate_robustness
@@ -165,7 +166,7 @@ def study_runs(work_dir: str, data_dir: str, sizes: DemoSizes, seeds: Sequence[i
     """Every training of the study: the teachers the arms need, then the arms, seed-major."""
     runs = []
     for seed in seeds:
-        common = (f'randomness.seed={seed}', ) + data_options(data_dir, sizes)
+        common = (f'randomness.seed={seed}', ) + subset_options(sizes)
         settings = dict(seed=seed, train_images=sizes.train_images,
                         val_images=sizes.clean_images)
         for teacher in sorted({arm.teacher for arm in arms if arm.teacher}):
@@ -173,13 +174,13 @@ def study_runs(work_dir: str, data_dir: str, sizes: DemoSizes, seeds: Sequence[i
             runs.append(TrainingRun(
                 f'seed{seed}/{teacher}', osp.join(CONFIG_DIR, config),
                 osp.join(work_dir, f'seed{seed}', teacher), sizes.teacher_epochs,
-                common + options, dict(settings, run=teacher), title=f'study: {teacher}, '
-                f'seed {seed}'))
+                common + options, data_options(data_dir), dict(settings, run=teacher),
+                title=f'study: {teacher}, seed {seed}'))
         for arm in arms:
             runs.append(TrainingRun(
                 f'seed{seed}/{arm.name}', osp.join(CONFIG_DIR, arm.config),
                 osp.join(work_dir, f'seed{seed}', arm.name), sizes.epochs,
-                common + arm.options, dict(settings, run=arm.name),
+                common + arm.options, data_options(data_dir), dict(settings, run=arm.name),
                 teacher=f'seed{seed}/{arm.teacher}' if arm.teacher else None,
                 title=f'study: {arm.name}, seed {seed}'))
     return runs
@@ -249,8 +250,10 @@ def summarize_study(per_seed: Dict[int, Dict[str, dict]], arms: Sequence[Arm]) -
     for arm in arms:
         entry = {}
         for metric, _ in METRICS:
-            values = [per_seed[seed][arm.name][metric] for seed in sorted(per_seed)
-                      if metric in per_seed[seed][arm.name]]
+            # Retention is undefined (None, NaN) for a model with no correct clean image.
+            values = [float(per_seed[seed][arm.name][metric]) for seed in sorted(per_seed)
+                      if per_seed[seed][arm.name].get(metric) is not None
+                      and math.isfinite(per_seed[seed][arm.name][metric])]
             if values:
                 mean, std = _mean_std(values)
                 entry[metric] = dict(mean=mean, std=std, values=values)
@@ -291,20 +294,24 @@ def compare_arms(summary: dict, arms: Sequence[Arm],
     return comparisons
 
 
-def _mean_pm_std(entry: Optional[dict]) -> str:
+def _mean_pm_std(entry: Optional[dict], seeds: int) -> str:
     if not entry:
         return '-'
-    if not math.isfinite(entry['std']):
-        return f'{entry["mean"]:.2f}'
-    return f'{entry["mean"]:.2f} ± {entry["std"]:.2f}'
+    text = f'{entry["mean"]:.2f}'
+    if math.isfinite(entry['std']):
+        text += f' ± {entry["std"]:.2f}'
+    if len(entry['values']) < seeds:
+        text += f' ({len(entry["values"])} of {seeds} seeds)'
+    return text
 
 
 def study_tables(study: dict) -> List[Table]:
     """The results table (mean ± std over seeds) and the comparison table."""
     arms = [arm for arm in ARMS if arm.name in study['summary']]
     seeds = study['settings']['seeds']
-    rows = [[arm.name, arm.paper] + [_mean_pm_std(study['summary'][arm.name].get(metric))
-                                     for metric, _ in METRICS] for arm in arms]
+    rows = [[arm.name, arm.paper] + [_mean_pm_std(study['summary'][arm.name].get(metric),
+                                                  len(seeds)) for metric, _ in METRICS]
+            for arm in arms]
     seed_list = ', '.join(map(str, seeds))
     tables = [Table(f'Study: mean ± standard deviation over {len(seeds)} seeds ({seed_list})',
                     ['arm', 'paper'] + [f'{title} %' for _, title in METRICS], rows)]

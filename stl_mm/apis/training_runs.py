@@ -69,6 +69,8 @@ class TrainingRun:
         epochs: Training epochs (the final checkpoint is ``epoch_<epochs>.pth``).
         options: ``--cfg-options`` entries (``key=value``); epochs, validation and checkpoint
             intervals are added.
+        data_options: ``--cfg-options`` saying where the data lives: passed but not recorded
+            in the manifest (the same data in another folder trains the same model).
         settings: What decides the result besides the config and options (seed, sizes, ...).
         teacher: Name of the run whose final checkpoint is this run's frozen teacher.
         title: What the console prints when the run starts.
@@ -78,12 +80,13 @@ class TrainingRun:
     work_dir: str
     epochs: int
     options: Tuple[str, ...] = ()
+    data_options: Tuple[str, ...] = ()
     settings: dict = field(default_factory=dict, hash=False, compare=False)
     teacher: Optional[str] = None
     title: str = ''
 
     def command(self, teacher_checkpoint: Optional[str] = None) -> List[str]:
-        options = [*self.options, f'train_cfg.max_epochs={self.epochs}',
+        options = [*self.options, *self.data_options, f'train_cfg.max_epochs={self.epochs}',
                    f'train_cfg.val_interval={self.epochs}',
                    f'default_hooks.checkpoint.interval={self.epochs}']
         if teacher_checkpoint is not None:
@@ -254,7 +257,9 @@ def execute_runs(runs: Sequence[TrainingRun], jobs: int = 1,
         raise RunRefused(to_train[0].name,
                          f'its teacher {to_train[0].teacher} has no finished run')
 
-    pending = list(to_train)
+    # In the given order (e.g. seed by seed), not the reuse pass's teachers-first order.
+    order = {run.name: index for index, run in enumerate(runs)}
+    pending = sorted(to_train, key=lambda run: order[run.name])
     running: Dict[Future, Tuple[TrainingRun, dict, Optional[str]]] = {}
     failure: Optional[RunFailed] = None
     with ThreadPoolExecutor(max(1, jobs)) as pool:

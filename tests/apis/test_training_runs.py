@@ -65,6 +65,13 @@ def test_one_job_trains_in_order_on_this_console(monkeypatch, tmp_path):
     monkeypatch.setattr(training_runs, 'train_run', recorder)
     execute_runs(runs(tmp_path, a='c'), jobs=1)
     assert [event[1] for event in recorder.events if event[0] == 'start'] == ['b', 'c', 'a']
+    # A student starts as soon as its teacher is done, before runs listed after it.
+    recorder = Recorder()
+    monkeypatch.setattr(training_runs, 'train_run', recorder)
+    many = runs(tmp_path / 'more', b='a') + [TrainingRun('d', CONFIG, str(tmp_path / 'd'), 2,
+                                                         settings=dict(seed=0))]
+    execute_runs(many, jobs=1)
+    assert [event[1] for event in recorder.events if event[0] == 'start'] == ['a', 'b', 'c', 'd']
     assert all(event[3] is None for event in recorder.events if event[0] == 'start')
 
 
