@@ -2,7 +2,7 @@
 
 Run by ``tools/analysis_tools/test_robustness.py``.
 
-The four data roots below are the only place where the suites' data locations are set
+The data roots below are the only place where the suites' data locations are set
 (``--data-root SUITE=PATH`` overrides one for a single run). Each suite gives the dataset; the
 test pipeline, batch size and workers come from the model config being evaluated, so every suite
 sees the images exactly as the clean evaluation does.
@@ -13,11 +13,16 @@ Expected layouts:
     imagenet_c_root: <corruption>/<severity>/<wnid>/<image>  (the published ImageNet-C)
     imagenet_a_root: <wnid>/<image>  (200 wnids)
     imagenet_r_root: <wnid>/<image>  (200 wnids)
+    imagenet_p_root: <perturbation>/<wnid>/<name>.mp4  (the published ImageNet-P)
+    cue_conflict_root: <shape>/<shape><n>-<texture><m>.png  (texture-vs-shape stimuli,
+                     stimuli/style-transfer-preprocessed-512; 16 category folders)
 """
 imagenet_root = 'data/imagenet'
 imagenet_c_root = 'data/imagenet-c'
 imagenet_a_root = 'data/imagenet-a'
 imagenet_r_root = 'data/imagenet-r'
+imagenet_p_root = 'data/imagenet-p'
+cue_conflict_root = 'data/cue-conflict'
 
 # ImageNet-1K val: clean top-1, the reference for retention and relative mCE.
 in1k = dict(dataset=dict(type='WnidImageFolder', data_root=imagenet_root, data_prefix='val'))
@@ -41,3 +46,24 @@ in_c_on_the_fly = dict(
 # ImageNet-A and ImageNet-R: 200-class subsets; predictions are restricted to those classes.
 in_a = dict(dataset=dict(type='ImageNetA', data_root=imagenet_a_root))
 in_r = dict(dataset=dict(type='ImageNetR', data_root=imagenet_r_root))
+
+# ImageNet-P: one cell per perturbation, every frame of every video evaluated. mFR and mT5D
+# divide by AlexNet's flip probability (percent) and top-5 distance per perturbation, e.g.
+# dict(gaussian_noise=dict(flip_probability=..., top5_distance=...), ...); None prints the raw
+# figures only (see the notes of stl_mm/evaluation/metrics/perturbation.py for the source).
+imagenet_p_alexnet = None
+in_p = dict(dataset=dict(type='ImageNetP', data_root=imagenet_p_root), alexnet=imagenet_p_alexnet)
+
+# ImageNet-P generated from the clean val set (``--in-p-on-the-fly``): short edge to 256 as the
+# release, then each frame made and centre-cropped to 224; figures differ from the release.
+in_p_on_the_fly = dict(
+    dataset=dict(type='PerturbedImageNet', data_root=imagenet_root, data_prefix='val', seed=0),
+    corruption_pipeline=[
+        dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+             interpolation='bilinear'),
+        dict(type='ImagePerturbation', crop_size=224),
+    ],
+    alexnet=imagenet_p_alexnet)
+
+# Shape bias on the cue-conflict stimuli (16-class decisions from the 1000 outputs).
+shape_bias = dict(dataset=dict(type='CueConflict', data_root=cue_conflict_root))

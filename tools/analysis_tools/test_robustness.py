@@ -1,4 +1,4 @@
-"""Evaluate a classifier on the robustness suites: ImageNet-1K, ImageNet-C, ImageNet-A, ImageNet-R.
+"""Evaluate a classifier on the robustness suites: ImageNet-1K, -C, -A, -R, -P and shape bias.
 
 Every suite runs as cells (one corruption at one severity for ImageNet-C, the whole set
 otherwise) of stl_mm's RobustnessCellLoop with one runner. After every cell the results file is
@@ -7,7 +7,9 @@ numbers came from (checkpoint content, config, data roots and modes); a rerun wh
 differ is refused. Published ImageNet-C cells are checked against the clean val set (same
 classes, same image counts) before anything runs. The tables (also in ``--out`` as ``.md``):
 clean top-1, ImageNet-C mCA, mCE and relative mCE (AlexNet-normalised, 15 benchmark
-corruptions), retention (mCA / clean), ImageNet-A and ImageNet-R top-1.
+corruptions), retention (mCA / clean), ImageNet-A and ImageNet-R top-1, ImageNet-P flip
+probability, top-5 distance, mFR and mT5D (AlexNet-normalised), and the shape bias on the
+cue-conflict stimuli (overall and per category).
 
 Data roots live in configs/robustness/suites.py. Official FAN/STL checkpoints are accepted.
 
@@ -25,7 +27,9 @@ from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers every module before configs are read)
 from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
+from stl_mm.datasets.imagenet_p import ALL_PERTURBATIONS, GENERATED_PERTURBATIONS
 from stl_mm.engine.runner_setup import close_distributed
+from stl_mm.evaluation.metrics.perturbation import IMAGENET_P_PERTURBATIONS
 from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
                                                     evaluation_parser, prepare_evaluation,
                                                     selected_cells)
@@ -46,6 +50,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--in-c-on-the-fly', action='store_true',
                         help='corrupt the clean val set at load time instead of reading the '
                         'published ImageNet-C')
+    parser.add_argument('--perturbations', nargs='+', choices=ALL_PERTURBATIONS + ('all', ),
+                        metavar='NAME', help='ImageNet-P perturbations (default: the 10 of mFR, '
+                        'or the ones --in-p-on-the-fly generates); any of '
+                        f'{", ".join(ALL_PERTURBATIONS)}, or all')
+    parser.add_argument('--in-p-on-the-fly', action='store_true',
+                        help='generate ImageNet-P sequences from the clean val set instead of '
+                        'reading the published videos (figures differ from the release)')
     parser.add_argument('--allow-incomplete', action='store_true',
                         help='evaluate ImageNet-C cells that lack images or classes of the '
                         'clean set; the tables then show their image count')
@@ -58,17 +69,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         metavar='SUITE=PATH',
                         help='override a suite\'s data root for this run, e.g. in-c=/data/in-c')
     add_evaluation_arguments(parser)
-    return selected_cells(parser.parse_args(argv))
+    args = selected_cells(parser.parse_args(argv))
+    default = GENERATED_PERTURBATIONS if args.in_p_on_the_fly else IMAGENET_P_PERTURBATIONS
+    chosen = args.perturbations or default
+    args.perturbations = list(dict.fromkeys(ALL_PERTURBATIONS if 'all' in chosen else chosen))
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = prepare_evaluation(args)
-    specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly)
+    specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly,
+                             args.in_p_on_the_fly)
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),
         args.suites, args.corruptions, args.severities, specs, on_the_fly=args.in_c_on_the_fly,
-        use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete)
+        use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete,
+        perturbations=args.perturbations, in_p_on_the_fly=args.in_p_on_the_fly)
 
 
 if __name__ == '__main__':

@@ -18,13 +18,18 @@ from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.cells import (check_cell, corruption_cells, count_note,
                                                 parse_cell_name)
 from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_results
+from stl_mm.evaluation.robustness.imagenet_p import (ON_THE_FLY_NOTE, imagenet_p_cells,
+                                                     imagenet_p_names, imagenet_p_tables,
+                                                     summarize_imagenet_p)
+from stl_mm.evaluation.robustness.shape_bias import (SHAPE_BIAS, shape_bias_cells,
+                                                     shape_bias_tables, summarize_shape_bias)
 from stl_mm.evaluation.robustness.results import data_source
 from stl_mm.utils import json_sha256
 
 __all__ = ['SUITES', 'suite_pipeline', 'read_suite_specs', 'imagenet_cells', 'summarize',
            'suite_tables', 'evaluate_imagenet_robustness']
 
-SUITES = ('in1k', 'in-c', 'in-a', 'in-r')
+SUITES = ('in1k', 'in-c', 'in-a', 'in-r', 'in-p', SHAPE_BIAS)
 SUITE_TITLES = {'in1k': 'ImageNet-1K (clean)', 'in-c': 'ImageNet-C', 'in-a': 'ImageNet-A',
                 'in-r': 'ImageNet-R'}
 CELL_META_KEYS = ('corruption', 'severity')
@@ -59,12 +64,14 @@ def suite_pipeline(model_pipeline: Sequence[dict],
     return pipeline
 
 
-def read_suite_specs(path: str, data_roots: Sequence[str], on_the_fly: bool) -> Dict[str, dict]:
+def read_suite_specs(path: str, data_roots: Sequence[str], on_the_fly: bool,
+                     in_p_on_the_fly: bool = False) -> Dict[str, dict]:
     """Suite name -> {'dataset': ..., 'corruption_pipeline': ...} from the suites file, with
     ``SUITE=PATH`` data-root overrides."""
     specs = Config.fromfile(path)
     names = {'in1k': 'in1k', 'in-c': 'in_c_on_the_fly' if on_the_fly else 'in_c',
-             'in-a': 'in_a', 'in-r': 'in_r'}
+             'in-a': 'in_a', 'in-r': 'in_r',
+             'in-p': 'in_p_on_the_fly' if in_p_on_the_fly else 'in_p', SHAPE_BIAS: 'shape_bias'}
     suites = {}
     for suite, name in names.items():
         if name not in specs:
@@ -114,11 +121,19 @@ def _clean_reference(specs: Dict[str, dict], allow_incomplete: bool) -> Optional
 
 def imagenet_cells(cfg: Config, specs: Dict[str, dict], suites: Sequence[str],
                    corruptions: Sequence[str], severities: Sequence[int], on_the_fly: bool,
-                   allow_incomplete: bool, pending: Sequence[str] = ()) -> List[dict]:
+                   allow_incomplete: bool, pending: Sequence[str] = (),
+                   perturbations: Sequence[str] = (), in_p_on_the_fly: bool = False
+                   ) -> List[dict]:
     """The cells of the chosen suites; published ImageNet-C cells in ``pending`` are checked
     against the clean set first (on-the-fly cells are made from it)."""
     cells = []
     for suite in suites:
+        if suite == 'in-p':
+            cells += imagenet_p_cells(cfg, specs[suite], perturbations, in_p_on_the_fly)
+            continue
+        if suite == SHAPE_BIAS:
+            cells += shape_bias_cells(cfg, specs[suite])
+            continue
         if suite != 'in-c':
             cells.append(dict(name=suite, dataset=_suite_dataset(cfg, specs[suite])))
             continue
@@ -144,10 +159,12 @@ def imagenet_cells(cfg: Config, specs: Dict[str, dict], suites: Sequence[str],
     return cells
 
 
-def summarize(cells: Dict[str, dict]) -> Dict[str, dict]:
-    """Per-suite summaries from the recorded cells (clean top-1 feeds retention and rel. mCE)."""
+def summarize(cells: Dict[str, dict],
+              alexnet_in_p: Optional[Dict[str, dict]] = None) -> Dict[str, dict]:
+    """Per-suite summaries from the recorded cells (clean top-1 feeds retention and rel. mCE;
+    AlexNet's ImageNet-P figures, when given, mFR and mT5D)."""
     clean = cells.get('in1k', {}).get('metrics', {}).get(TOP1)
-    summaries = {}
+    summaries = dict(summarize_imagenet_p(cells, alexnet_in_p), **summarize_shape_bias(cells))
     in_c = {parse_cell_name(name[len(IN_C):]): cell['metrics'][TOP1]
             for name, cell in cells.items() if name.startswith(IN_C)}
     if in_c:
@@ -174,6 +191,16 @@ def suite_tables(cells: Dict[str, dict], summaries: Dict[str, dict]) -> List[Tab
         if suite not in summaries:
             continue
         summary = summaries[suite]
+        if suite == 'in-p':
+            tables += imagenet_p_tables(cells, summary)
+            overview_header += ['IN-P mFR', 'IN-P mT5D']
+            overview_row += [summary.get('mFR', '-'), summary.get('mT5D', '-')]
+            continue
+        if suite == SHAPE_BIAS:
+            tables += shape_bias_tables(summary)
+            overview_header.append('shape bias')
+            overview_row.append(summary.get('shape_bias', '-'))
+            continue
         if suite == 'in-c':
             keys = [parse_cell_name(name[len(IN_C):]) for name in cells if name.startswith(IN_C)]
             severities = sorted({severity for _, severity in keys})
@@ -206,7 +233,9 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
                                  suites: Sequence[str], corruptions: Sequence[str],
                                  severities: Sequence[int], specs: Dict[str, dict],
                                  on_the_fly: bool = False, use_ema: bool = True,
-                                 allow_incomplete: bool = False) -> dict:
+                                 allow_incomplete: bool = False,
+                                 perturbations: Sequence[str] = (),
+                                 in_p_on_the_fly: bool = False) -> dict:
     """Evaluate the chosen suites into the results file ``out`` (and ``out`` as ``.md``).
 
     Args:
@@ -222,6 +251,8 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
         use_ema: Which weights of a checkpoint holding both.
         allow_incomplete: Evaluate ImageNet-C cells that do not match the clean set (the
             tables show their image count).
+        perturbations: ImageNet-P perturbations.
+        in_p_on_the_fly: ImageNet-P sequences generated from the clean val set.
 
     Returns:
         The results file's content.
@@ -233,23 +264,41 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
             for suite, spec in specs.items()}
     if on_the_fly:
         data['in-c']['seed'] = specs['in-c']['dataset'].get('seed', 0)
+    if in_p_on_the_fly:
+        data['in-p'] = data_source(specs['in-p']['dataset'].get('data_root'), 'on_the_fly',
+                                   seed=specs['in-p']['dataset'].get('seed', 0))
     # The suites' datasets and corruption steps (suites.py after --data-root) decide the numbers.
     results = suite_results(out, cfg, config, checkpoint, 'pass another --out (or delete the '
                             'file)', suite='imagenet', data=data, use_ema=use_ema,
                             suites_sha256=json_sha256(specs))
-    names = [s for s in suites if s != 'in-c'] + (
-        [IN_C + n for n in corruption_cells(corruptions, severities)] if 'in-c' in suites else [])
+    names = [s for s in suites if s not in ('in-c', 'in-p')] + (
+        [IN_C + n for n in corruption_cells(corruptions, severities)] if 'in-c' in suites else []
+    ) + (imagenet_p_names(perturbations) if 'in-p' in suites else [])
     cells = imagenet_cells(cfg, specs, suites, corruptions, severities, on_the_fly,
-                           allow_incomplete, pending=results.pending(names))
+                           allow_incomplete, pending=results.pending(names),
+                           perturbations=perturbations, in_p_on_the_fly=in_p_on_the_fly)
     recorded = run_cells(cfg, checkpoint, cells, results, use_ema)
     selected = {name: recorded[name] for name in names if name in recorded}
     # Retention and relative mCE need the clean top-1 even when in1k was not asked for.
     if 'in1k' in recorded:
         selected.setdefault('in1k', recorded['in1k'])
-    summaries = summarize(selected)
-    finish(results, summaries, dict(suites=list(suites), corruptions=list(corruptions),
-                                    severities=list(severities)),
-           f'Robustness of `{checkpoint}`', suite_tables(selected, summaries),
-           notes=['Top-1, mCA, CE and retention in percent. mCE and relative mCE are '
-                  'normalised by AlexNet over the 15 benchmark corruptions evaluated.'])
+    summaries = summarize(selected, specs['in-p'].get('alexnet'))
+    notes = ['Top-1, mCA, CE and retention in percent. mCE and relative mCE are '
+             'normalised by AlexNet over the 15 benchmark corruptions evaluated.']
+    if 'in-p' in suites:
+        notes.append('ImageNet-P: flip probability and FR/mFR in percent, T5D in rank '
+                     'positions; FR, mFR and mT5D are normalised by AlexNet over the 10 '
+                     'benchmark perturbations evaluated, and shown only when the suites file '
+                     'gives AlexNet\'s figures (in_p.alexnet).')
+        if in_p_on_the_fly:
+            notes.append(ON_THE_FLY_NOTE)
+    if SHAPE_BIAS in suites:
+        notes.append('Shape bias: shape decisions among shape-or-texture decisions on the '
+                     'cue-conflict stimuli, in percent.')
+    selection = dict(suites=list(suites), corruptions=list(corruptions),
+                     severities=list(severities))
+    if 'in-p' in suites:
+        selection['perturbations'] = list(perturbations)
+    finish(results, summaries, selection, f'Robustness of `{checkpoint}`',
+           suite_tables(selected, summaries), notes=notes)
     return results.data
