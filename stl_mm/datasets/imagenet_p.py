@@ -95,7 +95,8 @@ class ImageNetP(BaseDataset):
 
     def __init__(self, data_root: str, perturbation: str, **kwargs) -> None:
         self.perturbation = _check_perturbation(perturbation)
-        metainfo = dict(kwargs.pop('metainfo', None) or {}, perturbation=perturbation)
+        # A tuple, as ImageNetC's corruptions: mmengine would take a string for a meta file.
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, perturbations=(perturbation, ))
         super().__init__(ann_file='', data_root=data_root, metainfo=metainfo, **kwargs)
 
     def load_data_list(self) -> List[dict]:
@@ -150,7 +151,7 @@ class PerturbedImageNet(WnidImageFolder):
                  **kwargs) -> None:
         self.perturbation = _check_perturbation(perturbation, GENERATED_PERTURBATIONS)
         self.seed = seed
-        metainfo = dict(kwargs.pop('metainfo', None) or {}, perturbation=perturbation)
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, perturbations=(perturbation, ))
         super().__init__(data_root=data_root, data_prefix=data_prefix, ann_file=ann_file,
                          metainfo=metainfo, **kwargs)
 

@@ -75,7 +75,7 @@ def _frame_sample(sequence: str, frame: int, top5):
 
 def _stability(perturbation: str, samples) -> dict:
     metric = PerturbationStability()
-    metric.dataset_meta = dict(perturbation=perturbation)
+    metric.dataset_meta = dict(perturbations=(perturbation, ))
     metric.process({}, samples)
     return metric.compute_metrics(metric.results)
 

@@ -131,7 +131,7 @@ class PerturbationStability(BaseMetric):
     keeps each frame's five best classes, keyed by ``(sequence, frame)``: frames repeated by a
     distributed sampler's padding are counted once, so any number of processes gives the
     single-process figures. Every sequence must be complete (frames ``0..n-1``) and all of the
-    same length; the perturbation comes from ``dataset_meta['perturbation']``.
+    same length; the perturbation is the one of ``dataset_meta['perturbations']``.
 
     Args:
         collect_device: ``'cpu'`` or ``'gpu'``, for gathering results across ranks.
@@ -158,10 +158,12 @@ class PerturbationStability(BaseMetric):
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """FP (percent) and T5D of the perturbation, over complete sequences of equal length."""
-        perturbation = (self.dataset_meta or {}).get('perturbation')
-        if not perturbation:
-            raise KeyError("PerturbationStability needs dataset_meta['perturbation'] (the "
-                           'ImageNetP / PerturbedImageNet datasets set it).')
+        perturbations = tuple((self.dataset_meta or {}).get('perturbations') or ())
+        if len(perturbations) != 1:
+            raise KeyError("PerturbationStability measures one perturbation, named by "
+                           "dataset_meta['perturbations'] (the ImageNetP / PerturbedImageNet "
+                           f'datasets set it); got {perturbations}.')
+        perturbation = perturbations[0]
         frames: Dict[str, Dict[int, List[int]]] = defaultdict(dict)
         for result in results:
             frames[result['sequence']].setdefault(result['frame'], result['top5'])

@@ -294,7 +294,9 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
             notes.append(ON_THE_FLY_NOTE)
     if SHAPE_BIAS in suites:
         notes.append('Shape bias: shape decisions among shape-or-texture decisions on the '
-                     'cue-conflict stimuli, in percent.')
+                     'cue-conflict stimuli (same shape and texture left out), in percent; '
+                     'shape / texture match: percent of those stimuli decided for their shape '
+                     '/ texture category.')
     selection = dict(suites=list(suites), corruptions=list(corruptions),
                      severities=list(severities))
     if 'in-p' in suites:

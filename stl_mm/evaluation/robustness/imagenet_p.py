@@ -102,7 +102,9 @@ def imagenet_p_tables(cells: Dict[str, dict], summary: dict) -> List[Table]:
             for p in perturbations]
     tables = [Table('ImageNet-P', ['perturbation', 'flip prob.', 'FR', 'T5D', 'T5D rel.',
                                    'sequences'], rows)]
-    keys = [key for key in ('mFR', 'mT5D', 'mFP', 'mT5D_raw') if key in summary]
+    labels = {'mFR': 'mFR', 'mT5D': 'mT5D', 'mFP': 'mean flip prob.', 'mT5D_raw': 'mean T5D'}
+    keys = [key for key in labels if key in summary]
     if keys:
-        tables.append(Table('ImageNet-P summary', keys, [[summary[k] for k in keys]]))
+        tables.append(Table('ImageNet-P summary', [labels[k] for k in keys],
+                            [[summary[k] for k in keys]]))
     return tables

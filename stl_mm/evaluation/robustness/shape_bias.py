@@ -32,9 +32,10 @@ def summarize_shape_bias(cells: Dict[str, dict]) -> Dict[str, dict]:
 
 def shape_bias_tables(summary: dict) -> List[Table]:
     """The overall figures, then one row per shape category."""
-    keys = [key for key in ('shape_bias', 'shape_match', 'texture_match', 'stimuli')
-            if key in summary]
-    overall = Table('Shape bias (cue conflict)', keys,
+    labels = {'shape_bias': 'shape bias', 'shape_match': 'shape match',
+              'texture_match': 'texture match', 'stimuli': 'stimuli'}
+    keys = [key for key in labels if key in summary]
+    overall = Table('Shape bias (cue conflict)', [labels[k] for k in keys],
                     [[int(summary[k]) if k == 'stimuli' else summary[k] for k in keys]])
     rows = [[category, summary.get(f'shape_bias/{category}', 'n/a'),
              int(summary[f'shape_decisions/{category}']),

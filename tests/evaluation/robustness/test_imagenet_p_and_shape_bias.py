@@ -16,9 +16,10 @@ from colour_classifier import (CAT, CLOCK, COLOURS, DOG, FRAME_A, FRAME_B, KNIFE
 from PIL import Image
 
 from stl_mm.datasets.cue_conflict import CueConflict
-from stl_mm.datasets.imagenet_p import (ImageNetP, LoadSequenceFrame, perturbation_frame,
-                                        sequence_length)
+from stl_mm.datasets.imagenet_p import (ALL_PERTURBATIONS, GENERATED_PERTURBATIONS, ImageNetP,
+                                        LoadSequenceFrame, perturbation_frame, sequence_length)
 from stl_mm.engine.runner_setup import prepare_config
+from stl_mm.evaluation.metrics.perturbation import IMAGENET_P_PERTURBATIONS
 from stl_mm.evaluation.robustness.imagenet import evaluate_imagenet_robustness, read_suite_specs
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -219,3 +220,18 @@ def test_wrong_inputs_are_refused(world, tmp_path):
         Image.fromarray(solid(COLOURS[CLOCK])).save(stimuli / folder / name)
         with pytest.raises(ValueError, match=message):
             CueConflict(data_root=str(stimuli))
+
+
+def test_the_tool_picks_the_perturbations():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('test_robustness_tool', TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.parse_args(['c.py', 'k.pth']).perturbations == list(IMAGENET_P_PERTURBATIONS)
+    assert tool.parse_args(['c.py', 'k.pth', '--in-p-on-the-fly']).perturbations == \
+        list(GENERATED_PERTURBATIONS)
+    assert tool.parse_args(['c.py', 'k.pth', '--perturbations', 'all']).perturbations == \
+        list(ALL_PERTURBATIONS)
+    assert tool.parse_args(['c.py', 'k.pth']).suites[-2:] == ['in-p', 'shape-bias']
+    with pytest.raises(SystemExit):
+        tool.parse_args(['c.py', 'k.pth', '--perturbations', 'fog'])
