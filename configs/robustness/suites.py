@@ -47,12 +47,8 @@ in_c_on_the_fly = dict(
 in_a = dict(dataset=dict(type='ImageNetA', data_root=imagenet_a_root))
 in_r = dict(dataset=dict(type='ImageNetR', data_root=imagenet_r_root))
 
-# ImageNet-P: one cell per perturbation, every frame of every video evaluated. mFR and mT5D
-# divide by AlexNet's flip probability (percent) and top-5 distance per perturbation, e.g.
-# dict(gaussian_noise=dict(flip_probability=..., top5_distance=...), ...); None prints the raw
-# figures only (see the notes of stl_mm/evaluation/metrics/perturbation.py for the source).
-imagenet_p_alexnet = None
-in_p = dict(dataset=dict(type='ImageNetP', data_root=imagenet_p_root), alexnet=imagenet_p_alexnet)
+# ImageNet-P: one cell per perturbation, every frame of every video evaluated.
+in_p = dict(dataset=dict(type='ImageNetP', data_root=imagenet_p_root))
 
 # ImageNet-P generated from the clean val set (``--in-p-on-the-fly``): short edge to 256 as the
 # release, then each frame made and centre-cropped to 224; figures differ from the release.
@@ -62,8 +58,7 @@ in_p_on_the_fly = dict(
         dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
              interpolation='bilinear'),
         dict(type='ImagePerturbation', crop_size=224),
-    ],
-    alexnet=imagenet_p_alexnet)
+    ])
 
 # Shape bias on the cue-conflict stimuli (16-class decisions from the 1000 outputs).
 shape_bias = dict(dataset=dict(type='CueConflict', data_root=cue_conflict_root))

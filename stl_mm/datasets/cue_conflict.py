@@ -2,7 +2,7 @@
 category, ``<data_root>/<shape>/<shape><n>-<texture><m>.png`` (e.g. ``cat/cat3-clock1.png``),
 16 categories (github.com/rgeirhos/texture-vs-shape, ``stimuli/style-transfer-preprocessed-512``).
 
-The 16-class mapping from ImageNet-1K classes ships as ``cue_conflict_categories.json`` beside
+The 16-class mapping from ImageNet-1K classes ships as ``data/cue_conflict_categories.json`` beside
 this module, with its source.
 """
 import json
@@ -19,7 +19,7 @@ from stl_mm.registry import register
 
 __all__ = ['CUE_CONFLICT_CATEGORIES', 'CUE_CONFLICT_INDICES', 'CueConflict', 'parse_stimulus']
 
-_MAPPING_FILE = Path(__file__).resolve().parent / 'cue_conflict_categories.json'
+_MAPPING_FILE = Path(__file__).resolve().parent / 'data' / 'cue_conflict_categories.json'
 _INDEX = {wnid: index for index, wnid in enumerate(IMAGENET_WNIDS)}
 
 

@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),
         args.suites, args.corruptions, args.severities, specs, on_the_fly=args.in_c_on_the_fly,
         use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete,
-        perturbations=args.perturbations, in_p_on_the_fly=args.in_p_on_the_fly)
+        perturbations=args.perturbations)
 
 
 if __name__ == '__main__':

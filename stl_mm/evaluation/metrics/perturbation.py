@@ -28,9 +28,9 @@ from mmengine.evaluator import BaseMetric
 
 from stl_mm.registry import register
 
-__all__ = ['IMAGENET_P_PERTURBATIONS', 'EXTRA_PERTURBATIONS', 'is_noise_perturbation',
-           'frame_pairs', 'top5_distance', 'sequence_stability', 'summarize_perturbations',
-           'PerturbationStability']
+__all__ = ['IMAGENET_P_PERTURBATIONS', 'EXTRA_PERTURBATIONS', 'ALEXNET_IMAGENET_P',
+           'is_noise_perturbation', 'frame_pairs', 'top5_distance', 'sequence_stability',
+           'summarize_perturbations', 'PerturbationStability']
 
 #: The 10 test perturbations of ImageNet-P, in the paper's order; they enter mFR and mT5D.
 IMAGENET_P_PERTURBATIONS = ('gaussian_noise', 'shot_noise', 'motion_blur', 'zoom_blur', 'snow',
@@ -39,6 +39,14 @@ IMAGENET_P_PERTURBATIONS = ('gaussian_noise', 'shot_noise', 'motion_blur', 'zoom
 #: in mFR or mT5D.
 EXTRA_PERTURBATIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'shear')
 TOP_K = 5
+#: AlexNet's ImageNet-P flip probability (percent) and top-5 distance per perturbation
+#: (difficulty 1): ``{perturbation: {'flip_probability': ..., 'top5_distance': ...}}``, the
+#: normalisers of FR, mFR and mT5D, as :data:`~stl_mm.evaluation.metrics.robustness.
+#: ALEXNET_ERRORS` are of mCE. Source: the per-network results spreadsheet the benchmark's
+#: author links for AlexNet's detailed figures (github.com/hendrycks/robustness, issue #49).
+#: Empty until filled from that source: without it the tables give flip probabilities and
+#: top-5 distances only, never a rate normalised by anything else.
+ALEXNET_IMAGENET_P: Dict[str, Dict[str, float]] = {}
 
 
 def is_noise_perturbation(perturbation: str) -> bool:

@@ -1,7 +1,10 @@
 """ImageNet robustness suites: clean ImageNet-1K, ImageNet-C (published or on the fly),
-ImageNet-A and ImageNet-R, run as cells of :class:`~stl_mm.engine.runners.RobustnessCellLoop`.
+ImageNet-A, ImageNet-R, ImageNet-P (published or on the fly) and shape bias, run as cells of
+:class:`~stl_mm.engine.runners.RobustnessCellLoop`.
 
-Cells are named ``in1k``, ``in-a``, ``in-r`` and ``in-c/<corruption>/<severity>``. Every
+Cells are named ``in1k``, ``in-a``, ``in-r``, ``in-c/<corruption>/<severity>``,
+``in-p/<perturbation>`` and ``shape-bias`` (the last two: :mod:`.imagenet_p` and
+:mod:`.shape_bias`). Every
 published ImageNet-C cell is checked against the clean val set before anything is evaluated:
 the same class folders with the same number of images each.
 """
@@ -18,11 +21,13 @@ from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.cells import (check_cell, corruption_cells, count_note,
                                                 parse_cell_name)
 from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_results
-from stl_mm.evaluation.robustness.imagenet_p import (ON_THE_FLY_NOTE, imagenet_p_cells,
-                                                     imagenet_p_names, imagenet_p_tables,
-                                                     summarize_imagenet_p)
-from stl_mm.evaluation.robustness.shape_bias import (SHAPE_BIAS, shape_bias_cells,
-                                                     shape_bias_tables, summarize_shape_bias)
+from stl_mm.evaluation.robustness.imagenet_p import (IN_P_NOTE, ON_THE_FLY_DATASET,
+                                                     ON_THE_FLY_NOTE, imagenet_p_cells,
+                                                     in_p_data, in_p_names, in_p_overview,
+                                                     in_p_summary, in_p_tables)
+from stl_mm.evaluation.robustness.shape_bias import (SHAPE_BIAS, SHAPE_BIAS_NOTE,
+                                                     cue_conflict_cells, shape_bias_overview,
+                                                     shape_bias_summary_of, shape_bias_tables)
 from stl_mm.evaluation.robustness.results import data_source
 from stl_mm.utils import json_sha256
 
@@ -122,17 +127,17 @@ def _clean_reference(specs: Dict[str, dict], allow_incomplete: bool) -> Optional
 def imagenet_cells(cfg: Config, specs: Dict[str, dict], suites: Sequence[str],
                    corruptions: Sequence[str], severities: Sequence[int], on_the_fly: bool,
                    allow_incomplete: bool, pending: Sequence[str] = (),
-                   perturbations: Sequence[str] = (), in_p_on_the_fly: bool = False
-                   ) -> List[dict]:
+                   perturbations: Sequence[str] = ()) -> List[dict]:
     """The cells of the chosen suites; published ImageNet-C cells in ``pending`` are checked
     against the clean set first (on-the-fly cells are made from it)."""
     cells = []
     for suite in suites:
         if suite == 'in-p':
-            cells += imagenet_p_cells(cfg, specs[suite], perturbations, in_p_on_the_fly)
+            cells += imagenet_p_cells(cfg, suite, specs[suite],
+                                      dict(perturbations=perturbations), pending)
             continue
         if suite == SHAPE_BIAS:
-            cells += shape_bias_cells(cfg, specs[suite])
+            cells += cue_conflict_cells(cfg, suite, specs[suite], pending)
             continue
         if suite != 'in-c':
             cells.append(dict(name=suite, dataset=_suite_dataset(cfg, specs[suite])))
@@ -159,12 +164,15 @@ def imagenet_cells(cfg: Config, specs: Dict[str, dict], suites: Sequence[str],
     return cells
 
 
-def summarize(cells: Dict[str, dict],
-              alexnet_in_p: Optional[Dict[str, dict]] = None) -> Dict[str, dict]:
-    """Per-suite summaries from the recorded cells (clean top-1 feeds retention and rel. mCE;
-    AlexNet's ImageNet-P figures, when given, mFR and mT5D)."""
+def summarize(cells: Dict[str, dict]) -> Dict[str, dict]:
+    """Per-suite summaries from the recorded cells (clean top-1 feeds retention and rel. mCE)."""
     clean = cells.get('in1k', {}).get('metrics', {}).get(TOP1)
-    summaries = dict(summarize_imagenet_p(cells, alexnet_in_p), **summarize_shape_bias(cells))
+    summaries = {}
+    in_p = {name: cell for name, cell in cells.items() if name.startswith('in-p/')}
+    if in_p:
+        summaries['in-p'] = in_p_summary('in-p', in_p)
+    if SHAPE_BIAS in cells:
+        summaries[SHAPE_BIAS] = shape_bias_summary_of(SHAPE_BIAS, cells)
     in_c = {parse_cell_name(name[len(IN_C):]): cell['metrics'][TOP1]
             for name, cell in cells.items() if name.startswith(IN_C)}
     if in_c:
@@ -191,15 +199,15 @@ def suite_tables(cells: Dict[str, dict], summaries: Dict[str, dict]) -> List[Tab
         if suite not in summaries:
             continue
         summary = summaries[suite]
-        if suite == 'in-p':
-            tables += imagenet_p_tables(cells, summary)
-            overview_header += ['IN-P mFR', 'IN-P mT5D']
-            overview_row += [summary.get('mFR', '-'), summary.get('mT5D', '-')]
-            continue
-        if suite == SHAPE_BIAS:
-            tables += shape_bias_tables(summary)
-            overview_header.append('shape bias')
-            overview_row.append(summary.get('shape_bias', '-'))
+        if suite in ('in-p', SHAPE_BIAS):
+            tables_of, overview_of = {'in-p': (in_p_tables, in_p_overview),
+                                      SHAPE_BIAS: (shape_bias_tables, shape_bias_overview)}[suite]
+            own = {name: cell for name, cell in cells.items()
+                   if name == suite or name.startswith(suite + '/')}
+            tables += tables_of(suite, own, summary)
+            for column, value in overview_of(suite, own, summary):
+                overview_header.append(column)
+                overview_row.append(value)
             continue
         if suite == 'in-c':
             keys = [parse_cell_name(name[len(IN_C):]) for name in cells if name.startswith(IN_C)]
@@ -234,8 +242,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
                                  severities: Sequence[int], specs: Dict[str, dict],
                                  on_the_fly: bool = False, use_ema: bool = True,
                                  allow_incomplete: bool = False,
-                                 perturbations: Sequence[str] = (),
-                                 in_p_on_the_fly: bool = False) -> dict:
+                                 perturbations: Sequence[str] = ()) -> dict:
     """Evaluate the chosen suites into the results file ``out`` (and ``out`` as ``.md``).
 
     Args:
@@ -251,8 +258,8 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
         use_ema: Which weights of a checkpoint holding both.
         allow_incomplete: Evaluate ImageNet-C cells that do not match the clean set (the
             tables show their image count).
-        perturbations: ImageNet-P perturbations.
-        in_p_on_the_fly: ImageNet-P sequences generated from the clean val set.
+        perturbations: ImageNet-P perturbations (read or generated as ``specs['in-p']``
+            says).
 
     Returns:
         The results file's content.
@@ -264,43 +271,34 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
             for suite, spec in specs.items()}
     if on_the_fly:
         data['in-c']['seed'] = specs['in-c']['dataset'].get('seed', 0)
-    if in_p_on_the_fly:
-        data['in-p'] = data_source(specs['in-p']['dataset'].get('data_root'), 'on_the_fly',
-                                   seed=specs['in-p']['dataset'].get('seed', 0))
+    data['in-p'] = in_p_data('in-p', specs['in-p'])
     # The suites' datasets and corruption steps (suites.py after --data-root) decide the numbers.
     results = suite_results(out, cfg, config, checkpoint, 'pass another --out (or delete the '
                             'file)', suite='imagenet', data=data, use_ema=use_ema,
                             suites_sha256=json_sha256(specs))
     names = [s for s in suites if s not in ('in-c', 'in-p')] + (
         [IN_C + n for n in corruption_cells(corruptions, severities)] if 'in-c' in suites else []
-    ) + (imagenet_p_names(perturbations) if 'in-p' in suites else [])
+    ) + (in_p_names('in-p', dict(perturbations=perturbations)) if 'in-p' in suites else [])
     cells = imagenet_cells(cfg, specs, suites, corruptions, severities, on_the_fly,
                            allow_incomplete, pending=results.pending(names),
-                           perturbations=perturbations, in_p_on_the_fly=in_p_on_the_fly)
+                           perturbations=perturbations)
     recorded = run_cells(cfg, checkpoint, cells, results, use_ema)
     selected = {name: recorded[name] for name in names if name in recorded}
     # Retention and relative mCE need the clean top-1 even when in1k was not asked for.
     if 'in1k' in recorded:
         selected.setdefault('in1k', recorded['in1k'])
-    summaries = summarize(selected, specs['in-p'].get('alexnet'))
+    summaries = summarize(selected)
     notes = ['Top-1, mCA, CE and retention in percent. mCE and relative mCE are '
              'normalised by AlexNet over the 15 benchmark corruptions evaluated.']
-    if 'in-p' in suites:
-        notes.append('ImageNet-P: flip probability and FR/mFR in percent, T5D in rank '
-                     'positions; FR, mFR and mT5D are normalised by AlexNet over the 10 '
-                     'benchmark perturbations evaluated, and shown only when the suites file '
-                     'gives AlexNet\'s figures (in_p.alexnet).')
-        if in_p_on_the_fly:
-            notes.append(ON_THE_FLY_NOTE)
-    if SHAPE_BIAS in suites:
-        notes.append('Shape bias: shape decisions among shape-or-texture decisions on the '
-                     'cue-conflict stimuli (same shape and texture left out), in percent; '
-                     'shape / texture match: percent of those stimuli decided for their shape '
-                     '/ texture category.')
     selection = dict(suites=list(suites), corruptions=list(corruptions),
                      severities=list(severities))
     if 'in-p' in suites:
         selection['perturbations'] = list(perturbations)
+        notes.append(IN_P_NOTE)
+        if specs['in-p']['dataset'].get('type') == ON_THE_FLY_DATASET:
+            notes.append(ON_THE_FLY_NOTE)
+    if SHAPE_BIAS in suites:
+        notes.append(SHAPE_BIAS_NOTE)
     finish(results, summaries, selection, f'Robustness of `{checkpoint}`',
            suite_tables(selected, summaries), notes=notes)
     return results.data

@@ -1,41 +1,58 @@
 """The ImageNet-P suite: one cell per perturbation, ``in-p/<perturbation>``, evaluated frame by
-frame with :class:`~stl_mm.evaluation.metrics.perturbation.PerturbationStability`, summarised as
-flip probability, top-5 distance, and (with AlexNet's values in the suites file) mFR and mT5D.
+frame with :class:`~stl_mm.evaluation.metrics.perturbation.PerturbationStability` and summarised
+as flip probability, top-5 distance and (where AlexNet's figures are known) FR, mFR and mT5D.
 
-Also the suite-pipeline helper of every suite whose samples carry their own keys
-(:func:`keyed_pipeline`), which the shape-bias suite shares.
+The suite's hooks (``in_p_*``) take the suite's name first, like every suite of the battery
+(:mod:`stl_mm.evaluation.robustness.imagenet`). Whether the sequences are read or generated
+follows from the suite's dataset (``ImageNetP`` or ``PerturbedImageNet``). Also here: the cell
+dataset of every suite whose samples carry their own keys (:func:`suite_dataset`), which the
+shape-bias suite shares, and the up-front read of a pending cell's data (:func:`checked_cell`).
 """
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from stl_mm.evaluation.metrics.perturbation import (IMAGENET_P_PERTURBATIONS,
+from stl_mm.evaluation.metrics.perturbation import (ALEXNET_IMAGENET_P,
+                                                    IMAGENET_P_PERTURBATIONS,
                                                     summarize_perturbations)
 from stl_mm.evaluation.reports import Table
+from stl_mm.evaluation.robustness.results import data_source
 
-__all__ = ['IN_P', 'keyed_pipeline', 'suite_dataset', 'imagenet_p_cells', 'imagenet_p_names',
-           'summarize_imagenet_p', 'imagenet_p_tables', 'ON_THE_FLY_NOTE']
+__all__ = ['ON_THE_FLY_DATASET', 'ON_THE_FLY_NOTE', 'IN_P_NOTE', 'suite_dataset', 'checked_cell',
+           'in_p_names', 'in_p_cells', 'in_p_summary', 'in_p_tables', 'in_p_overview',
+           'in_p_data']
 
-IN_P = 'in-p/'
+ON_THE_FLY_DATASET = 'PerturbedImageNet'
+IN_P_NOTE = ('ImageNet-P: flip probability, FR and mFR in percent; T5D in rank positions, T5D '
+             'rel. and mT5D in percent of AlexNet\'s; FR, mFR and mT5D are normalised by AlexNet '
+             'over the 10 benchmark perturbations evaluated, and left out where AlexNet\'s '
+             'figures are not known (stl_mm.evaluation.metrics.perturbation.ALEXNET_IMAGENET_P).')
 ON_THE_FLY_NOTE = ('ImageNet-P was generated on the fly from the clean val set (simplified '
                    'generator, no video compression, other random draws): figures differ from '
                    'the released sequences.')
+FP = 'perturbation/flip_probability'
+T5D = 'perturbation/top5_distance'
 
 
-def _pack(pipeline: List[dict]) -> dict:
-    from stl_mm.evaluation.robustness.imagenet import _transform_type
-    packs = [t for t in pipeline if _transform_type(t).split('.')[-1].startswith('Pack')]
-    return packs[-1]
+def _transform_type(transform: dict) -> str:
+    transform_type = transform.get('type', '')
+    return transform_type if isinstance(transform_type, str) else transform_type.__name__
 
 
-def keyed_pipeline(model_pipeline: Sequence[dict], spec: dict, keys: Sequence[str],
-                   loader: Optional[str] = None) -> List[dict]:
-    """The model's test pipeline for a suite: the spec's steps after loading, ``keys`` packed,
-    and (``loader``) the image loading step replaced, e.g. by ``LoadSequenceFrame``."""
-    from stl_mm.evaluation.robustness.imagenet import _transform_type, suite_pipeline
-    pipeline = suite_pipeline(model_pipeline, spec.get('corruption_pipeline', ()))
-    pack = _pack(pipeline)
+def suite_dataset(cfg: Config, spec: dict, keys: Sequence[str], loader: Optional[str] = None,
+                  **cell_arguments) -> dict:
+    """A cell's dataset: the spec's dataset with the cell's arguments and the model's test
+    pipeline, with the spec's steps after loading (``corruption_pipeline``), ``keys`` packed for
+    the metric and, with ``loader``, the image loading step replaced (e.g. by
+    ``LoadSequenceFrame``)."""
+    from stl_mm.evaluation.robustness.imagenet import suite_pipeline
+    model_dataset = cfg.test_dataloader['dataset']
+    if 'pipeline' not in model_dataset:
+        raise ValueError('The model config\'s test_dataloader.dataset has no pipeline; use a '
+                         'config with a plain (unwrapped) test dataset.')
+    pipeline = suite_pipeline(model_dataset['pipeline'], spec.get('corruption_pipeline', ()))
+    pack = [t for t in pipeline if _transform_type(t).split('.')[-1].startswith('Pack')][-1]
     pack['meta_keys'] = tuple(pack['meta_keys']) + tuple(
         key for key in keys if key not in pack['meta_keys'])
     if loader is not None:
@@ -44,61 +61,82 @@ def keyed_pipeline(model_pipeline: Sequence[dict], spec: dict, keys: Sequence[st
             raise ValueError(f'The model\'s test pipeline has no LoadImageFromFile step for '
                              f'{loader} to replace.')
         pipeline[loads[0]] = dict(type=loader)
-    return pipeline
-
-
-def suite_dataset(cfg: Config, spec: dict, keys: Sequence[str], loader: Optional[str] = None,
-                  **cell_arguments) -> dict:
-    """A cell's dataset: the spec's dataset with the cell's arguments and the keyed pipeline."""
-    model_dataset = cfg.test_dataloader['dataset']
-    if 'pipeline' not in model_dataset:
-        raise ValueError('The model config\'s test_dataloader.dataset has no pipeline; use a '
-                         'config with a plain (unwrapped) test dataset.')
     dataset = dict(copy.deepcopy(spec['dataset']), **cell_arguments)
-    dataset['pipeline'] = keyed_pipeline(model_dataset['pipeline'], spec, keys, loader)
+    dataset['pipeline'] = pipeline
     dataset.setdefault('test_mode', True)
     return dataset
 
 
-def imagenet_p_names(perturbations: Sequence[str]) -> List[str]:
-    """Cell names of the chosen perturbations."""
-    return [IN_P + perturbation for perturbation in perturbations]
+def checked_cell(name: str, title: str, suite: str, dataset: dict, evaluator: dict,
+                 pending: Sequence[str]) -> dict:
+    """A cell with its own evaluator; a pending cell's data is read now, so a missing or
+    malformed tree stops the run before anything is evaluated."""
+    if name in pending:
+        from mmpretrain.registry import DATASETS
+        try:
+            DATASETS.build(dict(dataset, pipeline=[]))
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(
+                f'{title} cannot be read: {error}\nSet its data root in the suites file '
+                f'(configs/robustness/suites.py) or for this run with --data-root '
+                f'{suite}=PATH, or leave the suite out of --suites.')
+    return dict(name=name, dataset=dataset, evaluator=evaluator)
 
 
-def imagenet_p_cells(cfg: Config, spec: dict, perturbations: Sequence[str],
-                     on_the_fly: bool) -> List[dict]:
+def _on_the_fly(spec: dict) -> bool:
+    return spec['dataset'].get('type') == ON_THE_FLY_DATASET
+
+
+def in_p_names(suite: str, selection: Dict[str, Any]) -> List[str]:
+    """``<suite>/<perturbation>`` for the selected ``perturbations``."""
+    return [f'{suite}/{perturbation}' for perturbation in selection['perturbations']]
+
+
+def imagenet_p_cells(cfg: Config, suite: str, spec: dict, selection: Dict[str, Any],
+                     pending: Sequence[str]) -> List[dict]:
     """One cell per perturbation, each with its own evaluator (frames, not accuracies)."""
     from stl_mm.datasets.imagenet_p import GENERATED_PERTURBATIONS
-    missing = [p for p in perturbations if on_the_fly and p not in GENERATED_PERTURBATIONS]
+    on_the_fly = _on_the_fly(spec)
+    missing = [p for p in selection['perturbations']
+               if on_the_fly and p not in GENERATED_PERTURBATIONS]
     if missing:
         raise SystemExit(f'--in-p-on-the-fly cannot generate {missing} (it makes '
                          f'{", ".join(GENERATED_PERTURBATIONS)}); leave them out with '
                          '--perturbations, or evaluate the released sequences.')
     loader = None if on_the_fly else 'LoadSequenceFrame'
-    return [dict(name=name, evaluator=dict(type='PerturbationStability'),
-                 dataset=suite_dataset(cfg, spec, ('sequence', 'frame'), loader,
-                                       perturbation=name[len(IN_P):]))
-            for name in imagenet_p_names(perturbations)]
+    return [checked_cell(name, f'ImageNet-P {name[len(suite) + 1:]}', suite,
+                         suite_dataset(cfg, spec, ('sequence', 'frame'), loader,
+                                       perturbation=name[len(suite) + 1:]),
+                         dict(type='PerturbationStability'), pending)
+            for name in in_p_names(suite, selection)]
 
 
-def summarize_imagenet_p(cells: Dict[str, dict],
-                         alexnet: Optional[Dict[str, dict]] = None) -> Dict[str, dict]:
-    """``{'in-p': summary}`` from the recorded ImageNet-P cells (none when there are none)."""
-    stability = {name[len(IN_P):]: (cell['metrics']['perturbation/flip_probability'],
-                                    cell['metrics']['perturbation/top5_distance'])
-                 for name, cell in cells.items() if name.startswith(IN_P)}
-    return {'in-p': summarize_perturbations(stability, alexnet)} if stability else {}
+def in_p_cells(suite: str, context) -> List[dict]:
+    """The suite's cells from the battery's cell context (``cfg``, ``specs``, ``selection``,
+    ``pending``)."""
+    return imagenet_p_cells(context.cfg, suite, context.specs[suite], context.selection,
+                            context.pending)
 
 
-def imagenet_p_tables(cells: Dict[str, dict], summary: dict) -> List[Table]:
-    """Per-perturbation table and the summary table of ImageNet-P."""
-    names = [name for name in cells if name.startswith(IN_P)]
+def _stability(suite: str, cells: Dict[str, dict]) -> Dict[str, Tuple[float, float]]:
+    prefix = suite + '/'
+    return {name[len(prefix):]: (cell['metrics'][FP], cell['metrics'][T5D])
+            for name, cell in cells.items() if name.startswith(prefix)}
+
+
+def in_p_summary(suite: str, cells: Dict[str, dict], clean: Optional[float] = None) -> dict:
+    """FP and T5D per perturbation, and FR, mFR and mT5D where AlexNet's figures are known
+    (:data:`~stl_mm.evaluation.metrics.perturbation.ALEXNET_IMAGENET_P`)."""
+    return summarize_perturbations(_stability(suite, cells), ALEXNET_IMAGENET_P)
+
+
+def in_p_tables(suite: str, cells: Dict[str, dict], summary: dict) -> List[Table]:
+    """Per-perturbation table and the summary table."""
     order = IMAGENET_P_PERTURBATIONS
-    perturbations = sorted((name[len(IN_P):] for name in names),
-                           key=lambda p: ((order + (p, )).index(p), p))
+    perturbations = sorted(_stability(suite, cells), key=lambda p: ((order + (p, )).index(p), p))
     rows = [[p, summary[f'FP/{p}'], summary.get(f'FR/{p}', '-'), summary[f'T5D/{p}'],
              summary.get(f'T5DR/{p}', '-'),
-             int(cells[IN_P + p]['metrics']['perturbation/sequences'])]
+             int(cells[f'{suite}/{p}']['metrics']['perturbation/sequences'])]
             for p in perturbations]
     tables = [Table('ImageNet-P', ['perturbation', 'flip prob.', 'FR', 'T5D', 'T5D rel.',
                                    'sequences'], rows)]
@@ -108,3 +146,16 @@ def imagenet_p_tables(cells: Dict[str, dict], summary: dict) -> List[Table]:
         tables.append(Table('ImageNet-P summary', [labels[k] for k in keys],
                             [[summary[k] for k in keys]]))
     return tables
+
+
+def in_p_overview(suite: str, cells: Dict[str, dict], summary: dict) -> List[Tuple[str, Any]]:
+    """mFR and mT5D (``-`` without AlexNet's figures)."""
+    return [('IN-P mFR', summary.get('mFR', '-')), ('IN-P mT5D', summary.get('mT5D', '-'))]
+
+
+def in_p_data(suite: str, spec: dict, on_the_fly: bool = False) -> dict:
+    """The release's root, or the clean val root and seed of generated sequences."""
+    root = spec['dataset'].get('data_root')
+    if _on_the_fly(spec):
+        return data_source(root, 'on_the_fly', seed=spec['dataset'].get('seed', 0))
+    return data_source(root, 'files')

@@ -1,36 +1,47 @@
-"""The shape-bias suite: one cell, ``shape-bias``, on the cue-conflict stimuli, evaluated with
-:class:`~stl_mm.evaluation.metrics.shape_bias.ShapeBias` (16-class decisions from the
-ImageNet-1K probabilities); the tables give the overall and per-category shape bias."""
-from typing import Dict, List
+"""The shape-bias suite: one cell named by the suite (``shape-bias``) on the cue-conflict
+stimuli, evaluated with :class:`~stl_mm.evaluation.metrics.shape_bias.ShapeBias` (16-class
+decisions from the ImageNet-1K probabilities); the tables give the overall and per-category
+shape bias. The hooks (``shape_bias_*``) take the suite's name first, like every suite of the
+battery (:mod:`stl_mm.evaluation.robustness.imagenet`)."""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
 from stl_mm.datasets.cue_conflict import CUE_CONFLICT_CATEGORIES
 from stl_mm.evaluation.reports import Table
-from stl_mm.evaluation.robustness.imagenet_p import suite_dataset
+from stl_mm.evaluation.robustness.imagenet_p import checked_cell, suite_dataset
 
-__all__ = ['SHAPE_BIAS', 'shape_bias_cells', 'summarize_shape_bias', 'shape_bias_tables']
+__all__ = ['SHAPE_BIAS', 'SHAPE_BIAS_NOTE', 'shape_bias_cells', 'shape_bias_summary_of',
+           'shape_bias_tables', 'shape_bias_overview']
 
 SHAPE_BIAS = 'shape-bias'
+SHAPE_BIAS_NOTE = ('Shape bias: shape decisions among shape-or-texture decisions on the '
+                   'cue-conflict stimuli (same shape and texture left out), in percent; shape / '
+                   'texture match: percent of those stimuli decided for their shape / texture '
+                   'category.')
 _PREFIX = 'shape_bias/'
 
 
-def shape_bias_cells(cfg: Config, spec: dict) -> List[dict]:
+def cue_conflict_cells(cfg: Config, suite: str, spec: dict, pending: Sequence[str]) -> List[dict]:
     """The suite's one cell, with its own evaluator."""
-    return [dict(name=SHAPE_BIAS, evaluator=dict(type='ShapeBias'),
-                 dataset=suite_dataset(cfg, spec, ('img_path', 'shape', 'texture')))]
+    return [checked_cell(suite, 'The cue-conflict stimuli', suite,
+                         suite_dataset(cfg, spec, ('img_path', 'shape', 'texture')),
+                         dict(type='ShapeBias'), pending)]
 
 
-def summarize_shape_bias(cells: Dict[str, dict]) -> Dict[str, dict]:
-    """``{'shape-bias': metrics without their prefix}`` when the cell is recorded."""
-    if SHAPE_BIAS not in cells:
-        return {}
-    metrics = cells[SHAPE_BIAS]['metrics']
-    return {SHAPE_BIAS: {key[len(_PREFIX):]: value for key, value in metrics.items()
-                         if key.startswith(_PREFIX)}}
+def shape_bias_cells(suite: str, context) -> List[dict]:
+    """The suite's cell from the battery's cell context (``cfg``, ``specs``, ``pending``)."""
+    return cue_conflict_cells(context.cfg, suite, context.specs[suite], context.pending)
 
 
-def shape_bias_tables(summary: dict) -> List[Table]:
+def shape_bias_summary_of(suite: str, cells: Dict[str, dict],
+                          clean: Optional[float] = None) -> dict:
+    """The cell's metrics without their prefix."""
+    return {key[len(_PREFIX):]: value for key, value in cells[suite]['metrics'].items()
+            if key.startswith(_PREFIX)}
+
+
+def shape_bias_tables(suite: str, cells: Dict[str, dict], summary: dict) -> List[Table]:
     """The overall figures, then one row per shape category."""
     labels = {'shape_bias': 'shape bias', 'shape_match': 'shape match',
               'texture_match': 'texture match', 'stimuli': 'stimuli'}
@@ -45,3 +56,9 @@ def shape_bias_tables(summary: dict) -> List[Table]:
     return [overall, Table('Shape bias per shape category',
                            ['category', 'shape bias', 'shape decisions', 'texture decisions'],
                            rows)]
+
+
+def shape_bias_overview(suite: str, cells: Dict[str, dict],
+                        summary: dict) -> List[Tuple[str, Any]]:
+    """The overall shape bias."""
+    return [('shape bias', summary.get('shape_bias', '-'))]
