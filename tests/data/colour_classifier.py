@@ -2,10 +2,12 @@
 this process and in ``torch.distributed.run`` subprocesses (the model config imports this
 module): the backbone passes the image through, pooling gives its mean colour, and the head
 scores class ``k`` by ``-sharpness * |colour - COLOURS[k]|^2`` (up to a term shared by all
-classes); classes without a colour score far below."""
+classes); classes without a colour score far below. Also the writers of solid-colour trees laid
+out like the ImageNet-P and cue-conflict releases."""
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from mmengine.model import BaseModule
@@ -75,3 +77,28 @@ def write_model(folder: Path) -> Tuple[str, str]:
 def solid(colour, size: Tuple[int, int] = (32, 32)) -> np.ndarray:
     """A solid RGB image."""
     return np.full((*size, 3), colour, np.uint8)
+
+
+def write_video(path: Path, colours: Sequence[Tuple[int, int, int]]) -> None:
+    """An MP4 video (as the ImageNet-P release stores sequences) of solid 32x32 RGB frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 1, (32, 32))
+    for colour in colours:
+        writer.write(np.ascontiguousarray(solid(colour)[..., ::-1]))
+    writer.release()
+
+
+def write_imagenet_p_tree(root: Path, videos: Dict[str, Dict[str, Sequence]]) -> None:
+    """``root/<perturbation>/<wnid>/<name>.mp4`` from ``{perturbation: {'<wnid>/<name>':
+    frame colours}}``."""
+    for perturbation, sequences in videos.items():
+        for name, colours in sequences.items():
+            write_video(root / perturbation / f'{name}.mp4', colours)
+
+
+def write_stimuli(root: Path, stimuli: Dict[str, Tuple[int, int, int]]) -> None:
+    """Solid PNG stimuli ``root/<shape>/<shape><n>-<texture><m>.png`` from ``{name: colour}``."""
+    from PIL import Image
+    for name, colour in stimuli.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(solid(colour)).save(root / name)

@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = prepare_evaluation(args)
     specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly,
-                             args.in_p_on_the_fly)
+                             ['in-p'] if args.in_p_on_the_fly else [])
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),
         args.suites, args.corruptions, args.severities, specs, on_the_fly=args.in_c_on_the_fly,

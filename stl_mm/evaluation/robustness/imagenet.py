@@ -21,10 +21,9 @@ from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.cells import (check_cell, corruption_cells, count_note,
                                                 parse_cell_name)
 from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_results
-from stl_mm.evaluation.robustness.imagenet_p import (IN_P_NOTE, ON_THE_FLY_DATASET,
-                                                     ON_THE_FLY_NOTE, imagenet_p_cells,
-                                                     in_p_data, in_p_names, in_p_overview,
-                                                     in_p_summary, in_p_tables)
+from stl_mm.evaluation.robustness.imagenet_p import (imagenet_p_cells, in_p_data, in_p_names,
+                                                     in_p_notes, in_p_overview, in_p_summary,
+                                                     in_p_tables)
 from stl_mm.evaluation.robustness.shape_bias import (SHAPE_BIAS, SHAPE_BIAS_NOTE,
                                                      cue_conflict_cells, shape_bias_overview,
                                                      shape_bias_summary_of, shape_bias_tables)
@@ -70,13 +69,15 @@ def suite_pipeline(model_pipeline: Sequence[dict],
 
 
 def read_suite_specs(path: str, data_roots: Sequence[str], on_the_fly: bool,
-                     in_p_on_the_fly: bool = False) -> Dict[str, dict]:
+                     generated: Sequence[str] = ()) -> Dict[str, dict]:
     """Suite name -> {'dataset': ..., 'corruption_pipeline': ...} from the suites file, with
-    ``SUITE=PATH`` data-root overrides."""
+    ``SUITE=PATH`` data-root overrides; ImageNet-C (``on_the_fly``) and the suites in
+    ``generated`` (``in-p``) take their on-the-fly entry."""
     specs = Config.fromfile(path)
     names = {'in1k': 'in1k', 'in-c': 'in_c_on_the_fly' if on_the_fly else 'in_c',
              'in-a': 'in_a', 'in-r': 'in_r',
-             'in-p': 'in_p_on_the_fly' if in_p_on_the_fly else 'in_p', SHAPE_BIAS: 'shape_bias'}
+             'in-p': 'in_p_on_the_fly' if 'in-p' in generated else 'in_p',
+             SHAPE_BIAS: 'shape_bias'}
     suites = {}
     for suite, name in names.items():
         if name not in specs:
@@ -294,9 +295,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
                      severities=list(severities))
     if 'in-p' in suites:
         selection['perturbations'] = list(perturbations)
-        notes.append(IN_P_NOTE)
-        if specs['in-p']['dataset'].get('type') == ON_THE_FLY_DATASET:
-            notes.append(ON_THE_FLY_NOTE)
+        notes += in_p_notes(specs['in-p'])
     if SHAPE_BIAS in suites:
         notes.append(SHAPE_BIAS_NOTE)
     finish(results, summaries, selection, f'Robustness of `{checkpoint}`',

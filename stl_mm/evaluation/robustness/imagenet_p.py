@@ -19,9 +19,8 @@ from stl_mm.evaluation.metrics.perturbation import (ALEXNET_IMAGENET_P,
 from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.results import data_source
 
-__all__ = ['ON_THE_FLY_DATASET', 'ON_THE_FLY_NOTE', 'IN_P_NOTE', 'suite_dataset', 'checked_cell',
-           'in_p_names', 'in_p_cells', 'in_p_summary', 'in_p_tables', 'in_p_overview',
-           'in_p_data']
+__all__ = ['ON_THE_FLY_DATASET', 'suite_dataset', 'checked_cell', 'in_p_names', 'in_p_cells',
+           'in_p_summary', 'in_p_tables', 'in_p_overview', 'in_p_data', 'in_p_notes']
 
 ON_THE_FLY_DATASET = 'PerturbedImageNet'
 IN_P_NOTE = ('ImageNet-P: flip probability, FR and mFR in percent; T5D in rank positions, T5D '
@@ -151,6 +150,11 @@ def in_p_tables(suite: str, cells: Dict[str, dict], summary: dict) -> List[Table
 def in_p_overview(suite: str, cells: Dict[str, dict], summary: dict) -> List[Tuple[str, Any]]:
     """mFR and mT5D (``-`` without AlexNet's figures)."""
     return [('IN-P mFR', summary.get('mFR', '-')), ('IN-P mT5D', summary.get('mT5D', '-'))]
+
+
+def in_p_notes(spec: dict) -> List[str]:
+    """What the report says about the suite's figures (and their data, when generated)."""
+    return [IN_P_NOTE] + ([ON_THE_FLY_NOTE] if _on_the_fly(spec) else [])
 
 
 def in_p_data(suite: str, spec: dict, on_the_fly: bool = False) -> dict:

@@ -11,8 +11,8 @@ from stl_mm.datasets.cue_conflict import CUE_CONFLICT_CATEGORIES
 from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.imagenet_p import checked_cell, suite_dataset
 
-__all__ = ['SHAPE_BIAS', 'SHAPE_BIAS_NOTE', 'shape_bias_cells', 'shape_bias_summary_of',
-           'shape_bias_tables', 'shape_bias_overview']
+__all__ = ['SHAPE_BIAS', 'SHAPE_BIAS_NOTE', 'cue_conflict_cells', 'shape_bias_cells',
+           'shape_bias_summary_of', 'shape_bias_tables', 'shape_bias_overview']
 
 SHAPE_BIAS = 'shape-bias'
 SHAPE_BIAS_NOTE = ('Shape bias: shape decisions among shape-or-texture decisions on the '

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from colour_classifier import (CAT, CLOCK, COLOURS, DOG, FRAME_A, FRAME_B, KNIFE, OVEN, solid,
-                               write_model)
+                               write_imagenet_p_tree, write_model, write_stimuli)
 from PIL import Image
 
 from stl_mm.datasets.cue_conflict import CueConflict
@@ -50,23 +49,11 @@ STIMULI = {'cat/cat1-clock1.png': CAT,  # shape decision
            'knife/knife1-oven1.png': KNIFE}  # shape
 
 
-def _write_video(path: Path, colours) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 1, (32, 32))
-    for colour in colours:
-        writer.write(np.ascontiguousarray(solid(colour)[..., ::-1]))
-    writer.release()
-
-
 @pytest.fixture(scope='module')
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp('in_p_shape_bias')
-    for perturbation, videos in VIDEOS.items():
-        for name, colours in videos.items():
-            _write_video(root / 'imagenet-p' / perturbation / f'{name}.mp4', colours)
-    for name, label in STIMULI.items():
-        (root / 'cue-conflict' / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(solid(COLOURS[label])).save(root / 'cue-conflict' / name)
+    write_imagenet_p_tree(root / 'imagenet-p', VIDEOS)
+    write_stimuli(root / 'cue-conflict', {name: COLOURS[label] for name, label in STIMULI.items()})
     # Clean val images for the on-the-fly sequences: large enough for the 256 / 224 recipe.
     for wnid, colour in ((TENCH, A), (GOLDFISH, B)):
         (root / 'imagenet' / 'val' / wnid).mkdir(parents=True)
@@ -83,7 +70,7 @@ def _evaluate(world: dict, out: Path, suites=('in-p', 'shape-bias'),
     """What the tool's main does."""
     cfg = prepare_config(world['config'], str(out.parent / 'work'))
     specs = read_suite_specs(world['suites'], [*world['data_roots'], *data_roots], False,
-                             on_the_fly)
+                             ['in-p'] if on_the_fly else [])
     evaluate_imagenet_robustness(cfg, world['config'], world['checkpoint'], str(out),
                                  list(suites), [], [], specs, perturbations=list(perturbations))
     return json.loads(out.read_text())
