@@ -21,6 +21,20 @@ COLOURS = {KNIFE: (200, 40, 40), CAT: (40, 200, 40), DOG: (40, 40, 200),
 # colours differ by thousands): A ranks knife, clock, cat, dog, oven; B cat, clock, oven,
 # knife, dog.
 FRAME_A, FRAME_B = (200, 60, 40), (60, 200, 40)
+TENCH, GOLDFISH = 'n01440764', 'n01443537'
+A, B = FRAME_A, FRAME_B
+# Three sequences of each kind and their flip probability (percent) and top-5 distance, worked
+# out by hand: the top-1 of A is knife, of B cat, and their top-5 distance is 8 either way
+# (|4-1| + 0 + |1-3| + |5-4| + |3-5|). The figures hold for any nearest-colour classifier with
+# these five class colours (tests/evaluation/robustness/test_imagenet.py's too).
+TEMPORAL_VIDEOS = {f'{TENCH}/v1': [A, A, B, B, A],  # flips 0,1,0,1; distances 0,8,0,8
+                   f'{GOLDFISH}/v2': [B] * 5, f'{GOLDFISH}/v3': [A] * 5}
+TEMPORAL_FIGURES = (100 * (2 / 4) / 3, (16 / 4) / 3)
+# Noise frames are compared with the first one.
+NOISE_VIDEOS = {f'{TENCH}/v1': [A, B, A, A, B],  # flips 1,0,0,1
+                f'{GOLDFISH}/v2': [B, A, A, A, A],  # flips 1,1,1,1
+                f'{GOLDFISH}/v3': [A] * 5}
+NOISE_FIGURES = (100 * (2 / 4 + 1) / 3, (16 / 4 + 32 / 4) / 3)
 # Sharp enough that a dog-coloured image's dog probability, averaged over the 109 dog classes,
 # beats the single oven class (exp(-0.39 * 30) << 1 / 109), yet soft enough that float32
 # probabilities of all five coloured classes stay above zero, so their order is the top-5.

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from colour_classifier import (CAT, CLOCK, COLOURS, DOG, FRAME_A, FRAME_B, KNIFE, OVEN, solid,
-                               write_imagenet_p_tree, write_model, write_stimuli)
+from colour_classifier import (CAT, CLOCK, COLOURS, DOG, FRAME_A, FRAME_B, GOLDFISH, KNIFE,
+                               NOISE_FIGURES, NOISE_VIDEOS, OVEN, TEMPORAL_FIGURES,
+                               TEMPORAL_VIDEOS, TENCH, solid, write_imagenet_p_tree, write_model,
+                               write_stimuli)
 from PIL import Image
 
 from stl_mm.datasets.cue_conflict import CueConflict
@@ -24,19 +26,11 @@ from stl_mm.evaluation.robustness.imagenet import evaluate_imagenet_robustness, 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOOL = REPO_ROOT / 'tools' / 'analysis_tools' / 'test_robustness.py'
 SUITE_CONFIG = REPO_ROOT / 'configs' / 'robustness' / 'suites.py'
-TENCH, GOLDFISH = 'n01440764', 'n01443537'
 A, B = FRAME_A, FRAME_B
-# Top-1 of A is knife, of B cat; their top-5 distance is 8 either way (A ranks knife, clock,
-# cat, dog, oven; B cat, clock, oven, knife, dog: |4-1| + 0 + |1-3| + |5-4| + |3-5|).
-VIDEOS = {'rotate': {f'{TENCH}/v1': [A, A, B, B, A],  # flips 0,1,0,1; distances 0,8,0,8
-                     f'{GOLDFISH}/v2': [B] * 5, f'{GOLDFISH}/v3': [A] * 5},
-          # Noise frames are compared with the first one.
-          'gaussian_noise': {f'{TENCH}/v1': [A, B, A, A, B],  # flips 1,0,0,1
-                             f'{GOLDFISH}/v2': [B, A, A, A, A],  # flips 1,1,1,1
-                             f'{GOLDFISH}/v3': [A] * 5}}
-# rotate: FP = (2/4 + 0 + 0) / 3, T5D = (16/4) / 3; gaussian_noise: FP = (2/4 + 1 + 0) / 3,
-# T5D = (16/4 + 32/4 + 0) / 3.
-EXPECTED = {'rotate': (100 / 6, 4 / 3), 'gaussian_noise': (50.0, 4.0)}
+VIDEOS = {'rotate': TEMPORAL_VIDEOS, 'gaussian_noise': NOISE_VIDEOS}
+# rotate: FP = (2/4 + 0 + 0) / 3 = 16.67%, T5D = (16/4) / 3; gaussian_noise: FP = (2/4 + 1 + 0)
+# / 3 = 50%, T5D = (16/4 + 32/4 + 0) / 3 = 4.
+EXPECTED = {'rotate': TEMPORAL_FIGURES, 'gaussian_noise': NOISE_FIGURES}
 # Toy AlexNet figures, put into ALEXNET_IMAGENET_P for the test.
 ALEXNET = {'rotate': dict(flip_probability=50.0, top5_distance=4.0),
            'gaussian_noise': dict(flip_probability=50.0, top5_distance=12.0)}
@@ -127,7 +121,7 @@ def test_two_cpu_ranks_give_the_single_process_figures(world, tmp_path):
         [str(REPO_ROOT), str(REPO_ROOT / 'tests' / 'data'), os.environ.get('PYTHONPATH', '')]))
     result = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-         '--master_port', '29541', str(TOOL), world['config'], world['checkpoint'],
+         '--master_port', '29547', str(TOOL), world['config'], world['checkpoint'],
          '--suites', 'in-p', 'shape-bias', '--perturbations', 'rotate', 'gaussian_noise',
          '--suite-config', world['suites'], '--data-root', *world['data_roots'],
          '--out', str(out), '--work-dir', str(tmp_path / 'work'), '--launcher', 'pytorch'],
