@@ -121,6 +121,9 @@ class ImageNetP(BaseDataset):
             for name in names:
                 path = osp.join(root, wnid, name)
                 count = _frame_count(path)
+                if count < 2:
+                    raise ValueError(f'ImageNet-P video {path} has {count} frames; a sequence '
+                                     'needs at least 2. Re-extract it.')
                 sequence = f'{wnid}/{osp.splitext(name)[0]}'
                 data_list += [dict(img_path=path, gt_label=labels[wnid], sequence=sequence,
                                    frame=frame, num_frames=count) for frame in range(count)]

@@ -141,6 +141,11 @@ class PerturbationStability(BaseMetric):
     single-process figures. Every sequence must be complete (frames ``0..n-1``) and all of the
     same length; the perturbation is the one of ``dataset_meta['perturbations']``.
 
+    The five best classes are taken from ``pred_score`` (mmpretrain's softmax probabilities),
+    where the reference ranks the logits: the same order, except where float32 probabilities of
+    classes in a frame's top five underflow to exactly zero (logits more than ~87 below the
+    best), whose order is then arbitrary.
+
     Args:
         collect_device: ``'cpu'`` or ``'gpu'``, for gathering results across ranks.
         prefix: Prefix of the metric names; defaults to ``perturbation``.

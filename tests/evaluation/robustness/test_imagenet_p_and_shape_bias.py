@@ -13,7 +13,7 @@ import pytest
 from colour_classifier import (CAT, CLOCK, COLOURS, DOG, FRAME_A, FRAME_B, GOLDFISH, KNIFE,
                                NOISE_FIGURES, NOISE_VIDEOS, OVEN, TEMPORAL_FIGURES,
                                TEMPORAL_VIDEOS, TENCH, solid, write_imagenet_p_tree, write_model,
-                               write_stimuli)
+                               write_stimuli, write_video)
 from PIL import Image
 
 from stl_mm.datasets.cue_conflict import CueConflict
@@ -217,3 +217,10 @@ def test_the_tool_picks_the_perturbations():
     assert tool.parse_args(['c.py', 'k.pth']).suites[-2:] == ['in-p', 'shape-bias']
     with pytest.raises(SystemExit):
         tool.parse_args(['c.py', 'k.pth', '--perturbations', 'fog'])
+
+
+def test_a_video_without_a_sequence_is_refused(tmp_path):
+    empty = tmp_path / 'p' / 'rotate' / TENCH / 'one_frame.mp4'
+    write_video(empty, [FRAME_A])
+    with pytest.raises(ValueError, match='one_frame.mp4 has 1 frames; a sequence needs at least'):
+        ImageNetP(data_root=str(tmp_path / 'p'), perturbation='rotate')
