@@ -27,14 +27,14 @@ from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers every module before configs are read)
 from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
-from stl_mm.datasets.imagenet_p import ALL_PERTURBATIONS, GENERATED_PERTURBATIONS
+from stl_mm.datasets.imagenet_p import ALL_PERTURBATIONS
 from stl_mm.engine.runner_setup import close_distributed
-from stl_mm.evaluation.metrics.perturbation import IMAGENET_P_PERTURBATIONS
 from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
                                                     evaluation_parser, prepare_evaluation,
                                                     selected_cells)
 from stl_mm.evaluation.robustness.imagenet import (SUITES, evaluate_imagenet_robustness,
                                                    read_suite_specs)
+from stl_mm.evaluation.robustness.imagenet_p import selected_perturbations
 
 SUITE_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                         'configs', 'robustness', 'suites.py')
@@ -70,9 +70,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='override a suite\'s data root for this run, e.g. in-c=/data/in-c')
     add_evaluation_arguments(parser)
     args = selected_cells(parser.parse_args(argv))
-    default = GENERATED_PERTURBATIONS if args.in_p_on_the_fly else IMAGENET_P_PERTURBATIONS
-    chosen = args.perturbations or default
-    args.perturbations = list(dict.fromkeys(ALL_PERTURBATIONS if 'all' in chosen else chosen))
+    args.perturbations = selected_perturbations(args.perturbations, args.in_p_on_the_fly)
     return args
 
 

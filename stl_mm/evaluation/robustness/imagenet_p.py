@@ -19,8 +19,9 @@ from stl_mm.evaluation.metrics.perturbation import (ALEXNET_IMAGENET_P,
 from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.results import data_source
 
-__all__ = ['ON_THE_FLY_DATASET', 'suite_dataset', 'checked_cell', 'in_p_names', 'in_p_cells',
-           'in_p_summary', 'in_p_tables', 'in_p_overview', 'in_p_data', 'in_p_notes']
+__all__ = ['ON_THE_FLY_DATASET', 'suite_dataset', 'checked_cell', 'selected_perturbations',
+           'in_p_names', 'in_p_cells', 'in_p_summary', 'in_p_tables', 'in_p_overview',
+           'in_p_data', 'in_p_notes']
 
 ON_THE_FLY_DATASET = 'PerturbedImageNet'
 IN_P_NOTE = ('ImageNet-P: flip probability, FR and mFR in percent; T5D in rank positions, T5D '
@@ -34,18 +35,14 @@ FP = 'perturbation/flip_probability'
 T5D = 'perturbation/top5_distance'
 
 
-def _transform_type(transform: dict) -> str:
-    transform_type = transform.get('type', '')
-    return transform_type if isinstance(transform_type, str) else transform_type.__name__
-
-
 def suite_dataset(cfg: Config, spec: dict, keys: Sequence[str], loader: Optional[str] = None,
                   **cell_arguments) -> dict:
     """A cell's dataset: the spec's dataset with the cell's arguments and the model's test
     pipeline, with the spec's steps after loading (``corruption_pipeline``), ``keys`` packed for
     the metric and, with ``loader``, the image loading step replaced (e.g. by
     ``LoadSequenceFrame``)."""
-    from stl_mm.evaluation.robustness.imagenet import suite_pipeline
+    # Imported here: the battery module imports this one.
+    from stl_mm.evaluation.robustness.imagenet import _transform_type, suite_pipeline
     model_dataset = cfg.test_dataloader['dataset']
     if 'pipeline' not in model_dataset:
         raise ValueError('The model config\'s test_dataloader.dataset has no pipeline; use a '
@@ -80,6 +77,15 @@ def checked_cell(name: str, title: str, suite: str, dataset: dict, evaluator: di
                 f'(configs/robustness/suites.py) or for this run with --data-root '
                 f'{suite}=PATH, or leave the suite out of --suites.')
     return dict(name=name, dataset=dataset, evaluator=evaluator)
+
+
+def selected_perturbations(chosen: Optional[Sequence[str]], on_the_fly: bool) -> List[str]:
+    """The perturbations of a run: ``chosen`` (``'all'`` for every one, repeats dropped) or, by
+    default, the 10 of mFR, or the ones the on-the-fly generator makes."""
+    from stl_mm.datasets.imagenet_p import ALL_PERTURBATIONS, GENERATED_PERTURBATIONS
+    default = GENERATED_PERTURBATIONS if on_the_fly else IMAGENET_P_PERTURBATIONS
+    chosen = chosen or default
+    return list(dict.fromkeys(ALL_PERTURBATIONS if 'all' in chosen else chosen))
 
 
 def _on_the_fly(spec: dict) -> bool:
