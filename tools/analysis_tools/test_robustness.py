@@ -77,11 +77,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = prepare_evaluation(args)
-    specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly,
-                             ['in-p'] if args.in_p_on_the_fly else [])
+    on_the_fly = ['in-c'] * args.in_c_on_the_fly + ['in-p'] * args.in_p_on_the_fly
+    specs = read_suite_specs(args.suite_config, args.data_root, on_the_fly)
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),
-        args.suites, args.corruptions, args.severities, specs, on_the_fly=args.in_c_on_the_fly,
+        args.suites, args.corruptions, args.severities, specs, on_the_fly=on_the_fly,
         use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete,
         perturbations=args.perturbations)
 

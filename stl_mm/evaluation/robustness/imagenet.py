@@ -10,7 +10,7 @@ the same class folders with the same number of images each.
 """
 import copy
 from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, FrozenSet, List, Optional, Sequence, Union
 
 from mmengine.config import Config, ConfigDict
 
@@ -24,8 +24,8 @@ from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_resul
 from stl_mm.evaluation.robustness.imagenet_p import (imagenet_p_cells, in_p_data, in_p_names,
                                                      in_p_notes, in_p_overview, in_p_summary,
                                                      in_p_tables)
-from stl_mm.evaluation.robustness.shape_bias import (SHAPE_BIAS, SHAPE_BIAS_NOTE,
-                                                     cue_conflict_cells, shape_bias_overview,
+from stl_mm.evaluation.robustness.shape_bias import (SHAPE_BIAS, cue_conflict_cells,
+                                                     shape_bias_notes, shape_bias_overview,
                                                      shape_bias_summary_of, shape_bias_tables)
 from stl_mm.evaluation.robustness.results import data_source
 from stl_mm.utils import json_sha256
@@ -68,15 +68,26 @@ def suite_pipeline(model_pipeline: Sequence[dict],
     return pipeline
 
 
-def read_suite_specs(path: str, data_roots: Sequence[str], on_the_fly: bool,
-                     generated: Sequence[str] = ()) -> Dict[str, dict]:
+def _on_the_fly_suites(on_the_fly: Union[bool, Collection[str]]) -> FrozenSet[str]:
+    """``True`` (``--in-c-on-the-fly``) means ImageNet-C; otherwise the suites named."""
+    if isinstance(on_the_fly, bool):
+        return frozenset({'in-c'} if on_the_fly else ())
+    unknown = [suite for suite in on_the_fly if suite not in ('in-c', 'in-p')]
+    if unknown:
+        raise ValueError(f'{unknown} cannot be made on the fly; in-c and in-p can.')
+    return frozenset(on_the_fly)
+
+
+def read_suite_specs(path: str, data_roots: Sequence[str],
+                     on_the_fly: Union[bool, Collection[str]] = False) -> Dict[str, dict]:
     """Suite name -> {'dataset': ..., 'corruption_pipeline': ...} from the suites file, with
-    ``SUITE=PATH`` data-root overrides; ImageNet-C (``on_the_fly``) and the suites in
-    ``generated`` (``in-p``) take their on-the-fly entry."""
+    ``SUITE=PATH`` data-root overrides; ``on_the_fly`` is ``True`` for ImageNet-C's on-the-fly
+    entry, or the suites (``in-c``, ``in-p``) whose on-the-fly entries are read."""
+    made = _on_the_fly_suites(on_the_fly)
     specs = Config.fromfile(path)
-    names = {'in1k': 'in1k', 'in-c': 'in_c_on_the_fly' if on_the_fly else 'in_c',
+    names = {'in1k': 'in1k', 'in-c': 'in_c_on_the_fly' if 'in-c' in made else 'in_c',
              'in-a': 'in_a', 'in-r': 'in_r',
-             'in-p': 'in_p_on_the_fly' if 'in-p' in generated else 'in_p',
+             'in-p': 'in_p_on_the_fly' if 'in-p' in made else 'in_p',
              SHAPE_BIAS: 'shape_bias'}
     suites = {}
     for suite, name in names.items():
@@ -241,7 +252,8 @@ def suite_tables(cells: Dict[str, dict], summaries: Dict[str, dict]) -> List[Tab
 def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out: str,
                                  suites: Sequence[str], corruptions: Sequence[str],
                                  severities: Sequence[int], specs: Dict[str, dict],
-                                 on_the_fly: bool = False, use_ema: bool = True,
+                                 on_the_fly: Union[bool, Collection[str]] = False,
+                                 use_ema: bool = True,
                                  allow_incomplete: bool = False,
                                  perturbations: Sequence[str] = ()) -> dict:
     """Evaluate the chosen suites into the results file ``out`` (and ``out`` as ``.md``).
@@ -255,7 +267,8 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
         corruptions: ImageNet-C corruptions.
         severities: ImageNet-C severities.
         specs: From :func:`read_suite_specs`.
-        on_the_fly: ImageNet-C generated from the clean val set instead of read.
+        on_the_fly: ImageNet-C generated from the clean val set instead of read (``True``), or
+            the suites so generated (``in-c``, ``in-p``); as given to :func:`read_suite_specs`.
         use_ema: Which weights of a checkpoint holding both.
         allow_incomplete: Evaluate ImageNet-C cells that do not match the clean set (the
             tables show their image count).
@@ -265,6 +278,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
     Returns:
         The results file's content.
     """
+    on_the_fly = 'in-c' in _on_the_fly_suites(on_the_fly)
     cfg = copy.deepcopy(cfg)
     cfg.test_evaluator = dict(type='RobustnessAccuracy')
     data = {suite: data_source(spec['dataset'].get('data_root'),
@@ -295,9 +309,9 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
                      severities=list(severities))
     if 'in-p' in suites:
         selection['perturbations'] = list(perturbations)
-        notes += in_p_notes(specs['in-p'])
+        notes += in_p_notes('in-p', specs['in-p'])
     if SHAPE_BIAS in suites:
-        notes.append(SHAPE_BIAS_NOTE)
+        notes += shape_bias_notes(SHAPE_BIAS, specs[SHAPE_BIAS])
     finish(results, summaries, selection, f'Robustness of `{checkpoint}`',
            suite_tables(selected, summaries), notes=notes)
     return results.data

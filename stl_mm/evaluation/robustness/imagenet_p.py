@@ -5,8 +5,9 @@ as flip probability, top-5 distance and (where AlexNet's figures are known) FR, 
 The suite's hooks (``in_p_*``) take the suite's name first, like every suite of the battery
 (:mod:`stl_mm.evaluation.robustness.imagenet`). Whether the sequences are read or generated
 follows from the suite's dataset (``ImageNetP`` or ``PerturbedImageNet``). Also here: the cell
-dataset of every suite whose samples carry their own keys (:func:`suite_dataset`), which the
-shape-bias suite shares, and the up-front read of a pending cell's data (:func:`checked_cell`).
+dataset of every suite whose samples carry their own keys (:func:`keyed_suite_dataset`) and the
+cell with its own metric whose pending data is read up front (:func:`checked_metric_cell`), which
+the shape-bias suite shares.
 """
 import copy
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -19,7 +20,8 @@ from stl_mm.evaluation.metrics.perturbation import (ALEXNET_IMAGENET_P,
 from stl_mm.evaluation.reports import Table
 from stl_mm.evaluation.robustness.results import data_source
 
-__all__ = ['ON_THE_FLY_DATASET', 'suite_dataset', 'checked_cell', 'selected_perturbations',
+__all__ = ['ON_THE_FLY_DATASET', 'keyed_suite_dataset', 'checked_metric_cell',
+           'selected_perturbations',
            'in_p_names', 'in_p_cells', 'in_p_summary', 'in_p_tables', 'in_p_overview',
            'in_p_data', 'in_p_notes']
 
@@ -35,8 +37,8 @@ FP = 'perturbation/flip_probability'
 T5D = 'perturbation/top5_distance'
 
 
-def suite_dataset(cfg: Config, spec: dict, keys: Sequence[str], loader: Optional[str] = None,
-                  **cell_arguments) -> dict:
+def keyed_suite_dataset(cfg: Config, spec: dict, keys: Sequence[str],
+                        loader: Optional[str] = None, **cell_arguments) -> dict:
     """A cell's dataset: the spec's dataset with the cell's arguments and the model's test
     pipeline, with the spec's steps after loading (``corruption_pipeline``), ``keys`` packed for
     the metric and, with ``loader``, the image loading step replaced (e.g. by
@@ -63,8 +65,8 @@ def suite_dataset(cfg: Config, spec: dict, keys: Sequence[str], loader: Optional
     return dataset
 
 
-def checked_cell(name: str, title: str, suite: str, dataset: dict, evaluator: dict,
-                 pending: Sequence[str]) -> dict:
+def checked_metric_cell(name: str, title: str, suite: str, dataset: dict, evaluator: dict,
+                        pending: Sequence[str]) -> dict:
     """A cell with its own evaluator; a pending cell's data is read now, so a missing or
     malformed tree stops the run before anything is evaluated."""
     if name in pending:
@@ -109,10 +111,10 @@ def imagenet_p_cells(cfg: Config, suite: str, spec: dict, selection: Dict[str, A
                          f'{", ".join(GENERATED_PERTURBATIONS)}); leave them out with '
                          '--perturbations, or evaluate the released sequences.')
     loader = None if on_the_fly else 'LoadSequenceFrame'
-    return [checked_cell(name, f'ImageNet-P {name[len(suite) + 1:]}', suite,
-                         suite_dataset(cfg, spec, ('sequence', 'frame'), loader,
-                                       perturbation=name[len(suite) + 1:]),
-                         dict(type='PerturbationStability'), pending)
+    return [checked_metric_cell(name, f'ImageNet-P {name[len(suite) + 1:]}', suite,
+                                keyed_suite_dataset(cfg, spec, ('sequence', 'frame'), loader,
+                                                    perturbation=name[len(suite) + 1:]),
+                                dict(type='PerturbationStability'), pending)
             for name in in_p_names(suite, selection)]
 
 
@@ -158,7 +160,7 @@ def in_p_overview(suite: str, cells: Dict[str, dict], summary: dict) -> List[Tup
     return [('IN-P mFR', summary.get('mFR', '-')), ('IN-P mT5D', summary.get('mT5D', '-'))]
 
 
-def in_p_notes(spec: dict) -> List[str]:
+def in_p_notes(suite: str, spec: dict) -> List[str]:
     """What the report says about the suite's figures (and their data, when generated)."""
     return [IN_P_NOTE] + ([ON_THE_FLY_NOTE] if _on_the_fly(spec) else [])
 

@@ -9,10 +9,11 @@ from mmengine.config import Config
 
 from stl_mm.datasets.cue_conflict import CUE_CONFLICT_CATEGORIES
 from stl_mm.evaluation.reports import Table
-from stl_mm.evaluation.robustness.imagenet_p import checked_cell, suite_dataset
+from stl_mm.evaluation.robustness.imagenet_p import checked_metric_cell, keyed_suite_dataset
 
 __all__ = ['SHAPE_BIAS', 'SHAPE_BIAS_NOTE', 'cue_conflict_cells', 'shape_bias_cells',
-           'shape_bias_summary_of', 'shape_bias_tables', 'shape_bias_overview']
+           'shape_bias_summary_of', 'shape_bias_tables', 'shape_bias_overview',
+           'shape_bias_notes']
 
 SHAPE_BIAS = 'shape-bias'
 SHAPE_BIAS_NOTE = ('Shape bias: shape decisions among shape-or-texture decisions on the '
@@ -24,9 +25,9 @@ _PREFIX = 'shape_bias/'
 
 def cue_conflict_cells(cfg: Config, suite: str, spec: dict, pending: Sequence[str]) -> List[dict]:
     """The suite's one cell, with its own evaluator."""
-    return [checked_cell(suite, 'The cue-conflict stimuli', suite,
-                         suite_dataset(cfg, spec, ('img_path', 'shape', 'texture')),
-                         dict(type='ShapeBias'), pending)]
+    return [checked_metric_cell(suite, 'The cue-conflict stimuli', suite,
+                                keyed_suite_dataset(cfg, spec, ('img_path', 'shape', 'texture')),
+                                dict(type='ShapeBias'), pending)]
 
 
 def shape_bias_cells(suite: str, context) -> List[dict]:
@@ -56,6 +57,11 @@ def shape_bias_tables(suite: str, cells: Dict[str, dict], summary: dict) -> List
     return [overall, Table('Shape bias per shape category',
                            ['category', 'shape bias', 'shape decisions', 'texture decisions'],
                            rows)]
+
+
+def shape_bias_notes(suite: str, spec: dict) -> List[str]:
+    """What the report says about the suite's figures."""
+    return [SHAPE_BIAS_NOTE]
 
 
 def shape_bias_overview(suite: str, cells: Dict[str, dict],

@@ -63,10 +63,11 @@ def _evaluate(world: dict, out: Path, suites=('in-p', 'shape-bias'),
               data_roots=()) -> dict:
     """What the tool's main does."""
     cfg = prepare_config(world['config'], str(out.parent / 'work'))
-    specs = read_suite_specs(world['suites'], [*world['data_roots'], *data_roots], False,
-                             ['in-p'] if on_the_fly else [])
+    made = ['in-p'] if on_the_fly else False
+    specs = read_suite_specs(world['suites'], [*world['data_roots'], *data_roots], made)
     evaluate_imagenet_robustness(cfg, world['config'], world['checkpoint'], str(out),
-                                 list(suites), [], [], specs, perturbations=list(perturbations))
+                                 list(suites), [], [], specs, on_the_fly=made,
+                                 perturbations=list(perturbations))
     return json.loads(out.read_text())
 
 
