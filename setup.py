@@ -46,7 +46,7 @@ setup(
     description='FAN backbones and Self-emerging Token Labeling (STL) for OpenMMLab 2.x',
     packages=find_packages(include=['stl_mm', 'stl_mm.*']),
     package_data={
-        'stl_mm.datasets': ['data/*.txt', 'data/*.md'],
+        'stl_mm.datasets': ['data/*.txt', 'data/*.md', 'data/*.json'],
         'stl_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py', '.mim/configs/**/*.yml'],
     },
     python_requires='>=3.9',

@@ -18,6 +18,9 @@ Expected layouts:
     imagenet_v2_root: imagenetv2-matched-frequency-format-val/<0..999>/<image>, and the
                      threshold0.7 and top-images folders beside it (the unpacked tarballs)
     imagenet_sketch_root: <wnid>/<image>  (the sketch/ folder of ImageNet-Sketch.zip, 1000 wnids)
+    imagenet_p_root: <perturbation>/<wnid>/<name>.mp4  (the published ImageNet-P)
+    cue_conflict_root: <shape>/<shape><n>-<texture><m>.png  (texture-vs-shape stimuli,
+                     stimuli/style-transfer-preprocessed-512; 16 category folders)
 """
 imagenet_root = 'data/imagenet'
 imagenet_c_root = 'data/imagenet-c'
@@ -25,6 +28,8 @@ imagenet_a_root = 'data/imagenet-a'
 imagenet_r_root = 'data/imagenet-r'
 imagenet_v2_root = 'data/imagenetv2'
 imagenet_sketch_root = 'data/imagenet-sketch/sketch'
+imagenet_p_root = 'data/imagenet-p'
+cue_conflict_root = 'data/cue-conflict'
 
 # ImageNet-1K val: clean top-1, the reference for retention and relative mCE.
 in1k = dict(dataset=dict(type='WnidImageFolder', data_root=imagenet_root, data_prefix='val'))
@@ -59,3 +64,19 @@ in_sketch = dict(dataset=dict(type='ImageNetSketch', data_root=imagenet_sketch_r
 # image real.json labels must be there.
 in_real = dict(dataset=dict(type='ImageNetReaL', data_root=imagenet_root, data_prefix='val',
                             real_json='real.json'))
+
+# ImageNet-P: one cell per perturbation, every frame of every video evaluated.
+in_p = dict(dataset=dict(type='ImageNetP', data_root=imagenet_p_root))
+
+# ImageNet-P generated from the clean val set (``--in-p-on-the-fly``): short edge to 256 as the
+# release, then each frame made and centre-cropped to 224; figures differ from the release.
+in_p_on_the_fly = dict(
+    dataset=dict(type='PerturbedImageNet', data_root=imagenet_root, data_prefix='val', seed=0),
+    corruption_pipeline=[
+        dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+             interpolation='bilinear'),
+        dict(type='ImagePerturbation', crop_size=224),
+    ])
+
+# Shape bias on the cue-conflict stimuli (16-class decisions from the 1000 outputs).
+shape_bias = dict(dataset=dict(type='CueConflict', data_root=cue_conflict_root))

@@ -1,1 +1,1 @@
-from . import robustness, transforms  # noqa: F401
+from . import cue_conflict, imagenet_p, robustness, transforms  # noqa: F401

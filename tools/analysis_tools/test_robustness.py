@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import stl_mm  # noqa: F401  (registers every module before configs are read)
 from stl_mm.compat.imagecorruptions import BENCHMARK_CORRUPTIONS
+from stl_mm.datasets.imagenet_p import ALL_PERTURBATIONS
 from stl_mm.datasets.robustness import IMAGENET_V2_VARIANTS
 from stl_mm.engine.runner_setup import close_distributed
 from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_evaluation_arguments,
@@ -36,6 +37,7 @@ from stl_mm.evaluation.robustness.arguments import (add_cell_arguments, add_eval
                                                     selected_cells)
 from stl_mm.evaluation.robustness.imagenet import (SUITES, evaluate_imagenet_robustness,
                                                    read_suite_specs)
+from stl_mm.evaluation.robustness.imagenet_p import selected_perturbations
 
 SUITE_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                         'configs', 'robustness', 'suites.py')
@@ -54,6 +56,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--in-c-on-the-fly', action='store_true',
                         help='corrupt the clean val set at load time instead of reading the '
                         'published ImageNet-C')
+    parser.add_argument('--perturbations', nargs='+', choices=ALL_PERTURBATIONS + ('all', ),
+                        metavar='NAME', help='ImageNet-P perturbations (default: the 10 of mFR, '
+                        'or the ones --in-p-on-the-fly generates); any of '
+                        f'{", ".join(ALL_PERTURBATIONS)}, or all')
+    parser.add_argument('--in-p-on-the-fly', action='store_true',
+                        help='generate ImageNet-P sequences from the clean val set instead of '
+                        'reading the published videos (figures differ from the release)')
     parser.add_argument('--allow-incomplete', action='store_true',
                         help='evaluate ImageNet-C cells that lack images or classes of the '
                         'clean set; the tables then show their image count')
@@ -69,18 +78,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = selected_cells(parser.parse_args(argv))
     args.suites = list(dict.fromkeys(args.suites))
     args.v2_variants = list(dict.fromkeys(args.v2_variants))
+    args.perturbations = selected_perturbations(args.perturbations, args.in_p_on_the_fly)
     return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = prepare_evaluation(args)
-    specs = read_suite_specs(args.suite_config, args.data_root, args.in_c_on_the_fly)
+    on_the_fly = ['in-c'] * args.in_c_on_the_fly + ['in-p'] * args.in_p_on_the_fly
+    specs = read_suite_specs(args.suite_config, args.data_root, on_the_fly)
     return evaluate_imagenet_robustness(
         cfg, args.config, args.checkpoint, args.out or osp.join(cfg.work_dir, 'robustness.json'),
-        args.suites, args.corruptions, args.severities, specs, on_the_fly=args.in_c_on_the_fly,
+        args.suites, args.corruptions, args.severities, specs, on_the_fly=on_the_fly,
         use_ema=not args.no_ema, allow_incomplete=args.allow_incomplete,
-        v2_variants=args.v2_variants)
+        v2_variants=args.v2_variants, perturbations=args.perturbations)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,9 @@ class RobustnessCellLoop(BaseLoop):
 
     Each cell is a complete dataset config that replaces ``dataloader.dataset`` (batch size,
     sampler and workers stay those of the config); each gets mmengine's ``TestLoop`` with a fresh
-    evaluator built from the config's ``test_evaluator``. After a cell finishes, the main process
+    evaluator built from the cell's ``evaluator`` or, failing that, the config's
+    ``test_evaluator`` (a suite measuring something else than accuracy, e.g. ImageNet-P's flip
+    rates, brings its own metric). After a cell finishes, the main process
     adds it to the results file (atomically); cells already there are skipped, so an interrupted
     run resumes.
 
@@ -39,7 +41,8 @@ class RobustnessCellLoop(BaseLoop):
         runner: The runner (its model holds the checkpoint's weights).
         dataloader: The config's test dataloader.
         evaluator: The config's test evaluator.
-        cells: ``[{'name': str, 'dataset': dict, 'expected_samples': int or None}]``.
+        cells: ``[{'name': str, 'dataset': dict, 'expected_samples': int or None,
+            'evaluator': dict (optional)}]``.
         results_file: The suite's results file.
         inputs: What the numbers come from (see :mod:`stl_mm.evaluation.robustness.results`).
         fresh_hint: How the user starts a fresh file (the tool's option).
@@ -68,7 +71,8 @@ class RobustnessCellLoop(BaseLoop):
             dataloader = self.dataloader if index == 0 else self._cell_dataloader(cell)
             self.runner.logger.info(f'Robustness cell {cell["name"]} '
                                     f'({index + 1} of {len(self.cells)} pending)')
-            cell_loop = TestLoop(self.runner, dataloader, self._evaluator_cfg, self.fp16)
+            cell_loop = TestLoop(self.runner, dataloader,
+                                 cell.get('evaluator', self._evaluator_cfg), self.fp16)
             # Hooks (the logger) read the current dataloader through runner.test_loop.
             self.dataloader = cell_loop.dataloader
             metrics = cell_loop.run()

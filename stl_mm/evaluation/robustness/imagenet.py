@@ -29,7 +29,13 @@ from stl_mm.evaluation.reports import Table, write_json
 from stl_mm.evaluation.robustness.cells import (check_cell, corruption_cells, count_note,
                                                 parse_cell_name)
 from stl_mm.evaluation.robustness.evaluate import finish, run_cells, suite_results
+from stl_mm.evaluation.robustness.imagenet_p import (in_p_cells, in_p_data, in_p_names,
+                                                     in_p_notes, in_p_overview, in_p_summary,
+                                                     in_p_tables)
 from stl_mm.evaluation.robustness.results import data_source
+from stl_mm.evaluation.robustness.shape_bias import (shape_bias_cells, shape_bias_notes,
+                                                     shape_bias_overview, shape_bias_summary_of,
+                                                     shape_bias_tables)
 from stl_mm.utils import file_sha256, json_sha256
 
 __all__ = ['Suite', 'CellContext', 'SUITES', 'MODEL_CARD_FORMAT', 'suite_pipeline',
@@ -380,6 +386,12 @@ SUITES: Dict[str, Suite] = {
     'in-real': Suite('ImageNet-ReaL', 'ReaL', 'in_real', summarize=_real_summary,
                      tables=_real_tables, overview=_real_overview, data=_real_data,
                      notes=_real_notes),
+    'in-p': Suite('ImageNet-P', 'IN-P', 'in_p', in_p_names, in_p_cells, in_p_summary,
+                  in_p_tables, in_p_overview, in_p_data, in_p_notes,
+                  on_the_fly_spec='in_p_on_the_fly'),
+    'shape-bias': Suite('Shape bias', 'shape bias', 'shape_bias', build_cells=shape_bias_cells,
+                        summarize=shape_bias_summary_of, tables=shape_bias_tables,
+                        overview=shape_bias_overview, notes=shape_bias_notes),
 }
 
 

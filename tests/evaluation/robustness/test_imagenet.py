@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from colour_classifier import (NOISE_FIGURES, NOISE_VIDEOS, TEMPORAL_FIGURES, TEMPORAL_VIDEOS,
+                               write_imagenet_p_tree, write_stimuli)
 from PIL import Image
 
 from stl_mm.datasets.robustness import IMAGENET_V2_VARIANTS, IMAGENET_WNIDS
 from stl_mm.engine.runner_setup import prepare_config
+from stl_mm.evaluation.metrics.perturbation import IMAGENET_P_PERTURBATIONS
 from stl_mm.evaluation.robustness.imagenet import (MODEL_CARD_FORMAT,
                                                    evaluate_imagenet_robustness,
                                                    read_suite_specs)
@@ -167,10 +170,20 @@ def world(tmp_path_factory) -> dict:
     config.write_text(MODEL_CONFIG)
     checkpoint = root / 'colour_model.pth'
     _nearest_colour_checkpoint(checkpoint)
+    # ImageNet-P (the 10 perturbations) and cue-conflict stimuli: the sequences of
+    # tests/data/colour_classifier.py (same class colours, so the same figures); every stimulus
+    # is decided 'bird' (junco and robin are the only coloured classes of the 16 categories).
+    write_imagenet_p_tree(root / 'imagenet-p', {
+        p: NOISE_VIDEOS if p.endswith('noise') else TEMPORAL_VIDEOS
+        for p in IMAGENET_P_PERTURBATIONS})
+    write_stimuli(root / 'cue-conflict', {'bird/bird1-cat1.png': COLOURS[13],  # shape
+                                          'cat/cat1-bird1.png': COLOURS[15],  # texture
+                                          'cat/cat2-bird2.png': COLOURS[0]})  # texture
     data_roots = [f'in1k={root / "imagenet"}', f'in-c={root / "imagenet-c"}',
                   f'in-a={root / "imagenet-a"}', f'in-r={root / "imagenet-r"}',
                   f'in-v2={root / "imagenetv2"}', f'in-sketch={root / "sketch"}',
-                  f'in-real={root / "imagenet-real"}']
+                  f'in-real={root / "imagenet-real"}', f'in-p={root / "imagenet-p"}',
+                  f'shape-bias={root / "cue-conflict"}']
     return dict(root=root, config=str(config), checkpoint=str(checkpoint),
                 data_roots=data_roots)
 
@@ -196,7 +209,8 @@ def _tool_arguments(world: dict, out: Path, *args) -> list:
 
 
 def _top1(results: dict) -> dict:
-    return {name: cell['metrics']['robustness/top1'] for name, cell in results['cells'].items()}
+    return {name: cell['metrics']['robustness/top1'] for name, cell in results['cells'].items()
+            if 'robustness/top1' in cell['metrics']}
 
 
 def test_all_suites_give_the_hand_computed_numbers(world, tmp_path):
@@ -343,7 +357,12 @@ def test_the_whole_battery_by_default(world, tmp_path, capsys):
     assert summary['in-sketch'] == pytest.approx(dict(top1=600 / 1003,
                                                       retention=100 * (600 / 1003) / 75))
     assert results['selection']['suites'] == ['in1k', 'in-c', 'in-a', 'in-r', 'in-v2',
-                                              'in-sketch', 'in-real']
+                                              'in-sketch', 'in-real', 'in-p', 'shape-bias']
+    for perturbation in IMAGENET_P_PERTURBATIONS:
+        figures = NOISE_FIGURES if perturbation.endswith('noise') else TEMPORAL_FIGURES
+        assert (summary['in-p'][f'FP/{perturbation}'],
+                summary['in-p'][f'T5D/{perturbation}']) == pytest.approx(figures), perturbation
+    assert summary['shape-bias']['shape_bias'] == pytest.approx(100 / 3)
     real_json = world['root'] / 'imagenet-real' / 'real.json'
     assert results['inputs']['data']['in-real'] == dict(
         root=str(world['root'] / 'imagenet-real'), mode='files', real_json=str(real_json),
@@ -353,7 +372,7 @@ def test_the_whole_battery_by_default(world, tmp_path, capsys):
     overview = printed.splitlines()[printed.splitlines().index('Overview') + 1]
     assert re.split(r'\s{2,}', overview.strip()) == [
         'clean', 'IN-C mCA', 'IN-C mCE', 'retention', 'IN-A', 'IN-R', 'IN-V2', 'IN-V2 t0.7',
-        'IN-V2 top', 'IN-Sketch', 'ReaL']
+        'IN-V2 top', 'IN-Sketch', 'ReaL', 'IN-P mFR', 'IN-P mT5D', 'shape bias']
     markdown = out.with_suffix('.md').read_text()
     assert '| matched-frequency | 0.50 | 0.67 |' in markdown
     assert '| ReaL top-1 | original top-1 | images |' in markdown
