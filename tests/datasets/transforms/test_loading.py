@@ -44,5 +44,5 @@ def test_demo_test_pipeline_gives_the_same_input_from_a_file_and_from_the_datase
     cv2.imwrite(str(path), grey)
     from_file = pipeline({'img_path': str(path)})['inputs']
     in_memory = pipeline({'img': grey, 'gt_label': 3})['inputs']
-    assert from_file.shape == (3, 32, 32) and from_file.dtype == torch.uint8
+    assert from_file.shape == (3, 28, 28) and from_file.dtype == torch.uint8
     assert torch.equal(from_file, in_memory)
