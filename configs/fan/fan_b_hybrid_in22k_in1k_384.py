@@ -16,4 +16,3 @@ model = dict(
     head=dict(with_token_head=False))
 
 train_dataloader = None
-

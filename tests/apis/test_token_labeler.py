@@ -12,8 +12,9 @@ def test_views_of_a_stage2_config_share_their_geometry(data_dir, teacher_checkpo
     dataset = build_view_dataset(cfg, 'test', 'teacher')
     outputs = collect_views(model, dataset, [0, 1, 2, 3], ['teacher', 'student'])
     teacher, student = outputs['images']['teacher'], outputs['images']['student']
-    assert teacher.shape == student.shape == (4, 3, 32, 32) and teacher.dtype == torch.uint8
-    assert outputs['token_logits']['teacher'].shape == (4, 10, 8, 8)
+    size, grid = cfg.img_size, cfg.img_size // cfg.demo_fan_arch['patch_size']
+    assert teacher.shape == student.shape == (4, 3, size, size) and teacher.dtype == torch.uint8
+    assert outputs['token_logits']['teacher'].shape == (4, cfg.num_classes, grid, grid)
     labels = [int(dataset.get_data_info(i)['gt_label']) for i in range(4)]
     assert outputs['classes'].tolist() == labels
     # Seeded: the same call gives the same views.

@@ -5,7 +5,7 @@ scores class ``k`` by ``-sharpness * |colour - COLOURS[k]|^2`` (up to a term sha
 classes); classes without a colour score far below. Also the writers of solid-colour trees laid
 out like the ImageNet-P and cue-conflict releases."""
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -74,12 +74,19 @@ class NearestColourBackbone(BaseModule):
         return (x * self.gain, )
 
 
-def write_model(folder: Path) -> Tuple[str, str]:
-    """The config and checkpoint of the nearest-colour classifier, written into ``folder``."""
+def write_model(folder: Path, colours: Optional[Dict[int, Tuple[int, int, int]]] = None,
+                sharpness: float = SHARPNESS) -> Tuple[str, str]:
+    """The config and checkpoint of the nearest-colour classifier, written into ``folder``.
+
+    Args:
+        folder: Where ``colour_model.py`` and ``colour_model.pth`` go.
+        colours: Class -> RGB colour (default :data:`COLOURS`).
+        sharpness: The scale of the scores (only the probabilities depend on it).
+    """
     weight, bias = torch.zeros(1000, 3), torch.full((1000, ), -1e6)
-    for label, colour in COLOURS.items():
+    for label, colour in (COLOURS if colours is None else colours).items():
         centre = torch.tensor(colour, dtype=torch.float) / 255
-        weight[label], bias[label] = 2 * SHARPNESS * centre, -SHARPNESS * centre.square().sum()
+        weight[label], bias[label] = 2 * sharpness * centre, -sharpness * centre.square().sum()
     checkpoint = folder / 'colour_model.pth'
     torch.save({'state_dict': {'backbone.gain': torch.tensor(1.), 'head.fc.weight': weight,
                                'head.fc.bias': bias}}, checkpoint)

@@ -78,8 +78,8 @@ def test_imagenet_c_published_layout(tmp_path):
     for info in _infos(dataset):
         wnid = Path(info['img_path']).parent.name
         assert info['gt_label'] == IMAGENET_WNIDS.index(wnid)
-        assert Path(info['img_path']).parts[-4:-2] == (info['corruption'],
-                                                      str(info['severity']))
+        cell = (info['corruption'], str(info['severity']))
+        assert Path(info['img_path']).parts[-4:-2] == cell
     one_cell = ImageNetC(data_root=str(tmp_path), corruptions=['contrast'], severities=[2])
     assert len(one_cell) == 6
     assert {(i['corruption'], i['severity']) for i in _infos(one_cell)} == {('contrast', 2)}

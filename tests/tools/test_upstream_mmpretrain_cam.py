@@ -72,7 +72,8 @@ def test_vis_cam_writes_a_heat_map(checkpoint, garment, tmp_path, target, catego
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     written = cv2.imread(str(out))
-    assert written is not None and written.shape == (32, 32, 3)
+    size = Config.fromfile(str(CONFIG)).img_size
+    assert written is not None and written.shape == (size, size, 3)
     # vis_cam blends the normalised CAM into the image the model saw: the picture must differ
     # from the blend of an empty CAM (an all-zero map would mean no gradient reached the layer).
     src = np.float32(model_view(garment)) / 255

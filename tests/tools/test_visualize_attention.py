@@ -70,8 +70,10 @@ def test_received_view_and_bad_arguments(labeler_checkpoint, tmp_path, monkeypat
     assert matplotlib.image.imread(str(out)).shape[:2] == (2 * 230 + 40, 4 * 210)
     with pytest.raises(IndexError, match=r'--blocks must be FAN block indices in \[-4, 4\)'):
         main([str(CONFIG), labeler_checkpoint, *images, '--blocks', '4'])
-    with pytest.raises(ValueError, match='--query 32 0 lies outside the 32x32 model input'):
-        main([str(CONFIG), labeler_checkpoint, *images, '--query', '32', '0'])
+    size = Config.fromfile(str(CONFIG)).img_size
+    with pytest.raises(ValueError,
+                       match=f'--query {size} 0 lies outside the {size}x{size} model input'):
+        main([str(CONFIG), labeler_checkpoint, *images, '--query', str(size), '0'])
     with pytest.raises(ValueError, match='--query picks the query patch of --token-mixing query'):
         main([str(CONFIG), labeler_checkpoint, *images, '--query', '3', '3', '--token-mixing',
               'received'])

@@ -68,11 +68,15 @@ random_erasing = dict(
     fill_color=data_preprocessor['mean'],
     fill_std=data_preprocessor['std'])
 
-train_pipeline = [
-    dict(type='GrayToBGR'),
+# The crop and flip: the spatial steps a stage-2 teacher's view shares with the student's.
+crop_and_flip = [
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=crop_ratio_range,
          backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+]
+train_pipeline = [
+    dict(type='GrayToBGR'),
+    *crop_and_flip,
     rand_augment,
     random_erasing,
     dict(type='PackInputs'),

@@ -20,12 +20,7 @@ train_pipeline = [
     dict(type='GrayToBGR'),
     dict(
         type='DualView',
-        shared=[
-            dict(type='RandomResizedCrop', scale=_base_.img_size,
-                 crop_ratio_range=_base_.crop_ratio_range, backend='pillow',
-                 interpolation='bicubic'),
-            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-        ],
+        shared=_base_.crop_and_flip,
         rand_augment=_base_.rand_augment,
         geometric_ops=('Rotate', 'Shear', 'Translate'),
         student_only=[_base_.random_erasing]),

@@ -9,14 +9,7 @@ train_pipeline = [
     dict(
         type='DualView',
         # Everything is shared: both views are the same fully augmented image.
-        shared=[
-            dict(type='RandomResizedCrop', scale=_base_.img_size,
-                 crop_ratio_range=_base_.crop_ratio_range, backend='pillow',
-                 interpolation='bicubic'),
-            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-            _base_.rand_augment,
-            _base_.random_erasing,
-        ]),
+        shared=_base_.crop_and_flip + [_base_.rand_augment, _base_.random_erasing]),
     dict(type='PackDualViewInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -28,7 +28,7 @@ from mmengine.evaluator import BaseMetric
 
 from stl_mm.registry import register
 
-__all__ = ['IMAGENET_P_PERTURBATIONS', 'EXTRA_PERTURBATIONS', 'ALEXNET_IMAGENET_P',
+__all__ = ['IMAGENET_P_PERTURBATIONS', 'EXTRA_PERTURBATIONS', 'checked_alexnet_reference',
            'is_noise_perturbation', 'frame_pairs', 'top5_distance', 'sequence_stability',
            'summarize_perturbations', 'PerturbationStability']
 
@@ -39,14 +39,46 @@ IMAGENET_P_PERTURBATIONS = ('gaussian_noise', 'shot_noise', 'motion_blur', 'zoom
 #: in mFR or mT5D.
 EXTRA_PERTURBATIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'shear')
 TOP_K = 5
-#: AlexNet's ImageNet-P flip probability (percent) and top-5 distance per perturbation
-#: (difficulty 1): ``{perturbation: {'flip_probability': ..., 'top5_distance': ...}}``, the
-#: normalisers of FR, mFR and mT5D, as :data:`~stl_mm.evaluation.metrics.robustness.
-#: ALEXNET_ERRORS` are of mCE. Source: the per-network results spreadsheet the benchmark's
-#: author links for AlexNet's detailed figures (github.com/hendrycks/robustness, issue #49).
-#: Empty until filled from that source: without it the tables give flip probabilities and
-#: top-5 distances only, never a rate normalised by anything else.
-ALEXNET_IMAGENET_P: Dict[str, Dict[str, float]] = {}
+ALEXNET_KEYS = ('flip_probability', 'top5_distance')
+
+
+def checked_alexnet_reference(reference: Optional[Mapping[str, Mapping[str, float]]],
+                              source: str) -> Optional[Dict[str, Dict[str, float]]]:
+    """AlexNet's ImageNet-P figures, the normalisers of FR, mFR and mT5D, checked.
+
+    Args:
+        reference: ``{perturbation: {'flip_probability': percent, 'top5_distance': d}}`` for
+            every benchmark perturbation (more are allowed), or ``None`` for none.
+        source: Where the figures were set, named in the error.
+
+    Returns:
+        The figures as floats, or ``None``.
+
+    Raises:
+        ValueError: A benchmark perturbation is missing, or a figure is not a positive number
+            (a partial normaliser would give an mFR over other perturbations than the paper's).
+    """
+    if reference is None:
+        return None
+    if not isinstance(reference, Mapping):
+        raise ValueError(f'{source} must map each perturbation to {{"flip_probability": ..., '
+                         f'"top5_distance": ...}}, got {type(reference).__name__}.')
+    missing = [p for p in IMAGENET_P_PERTURBATIONS if p not in reference]
+    if missing:
+        raise ValueError(f'{source} lacks AlexNet\'s figures for {missing}: give all 10 '
+                         f'benchmark perturbations {list(IMAGENET_P_PERTURBATIONS)}, or None.')
+    checked = {}
+    for perturbation, figures in reference.items():
+        values = {key: (figures or {}).get(key) if isinstance(figures, Mapping) else None
+                  for key in ALEXNET_KEYS}
+        bad = [key for key, value in values.items()
+               if isinstance(value, bool) or not isinstance(value, (int, float))
+               or not 0 < value < float('inf')]
+        if bad:
+            raise ValueError(f'{source}[{perturbation!r}] needs positive numbers for {bad} '
+                             f'(flip probability in percent, top-5 distance), got {figures!r}.')
+        checked[perturbation] = {key: float(value) for key, value in values.items()}
+    return checked
 
 
 def is_noise_perturbation(perturbation: str) -> bool:

@@ -33,6 +33,8 @@ from stl_mm.evaluation.robustness.imagenet_p import (in_p_cells, in_p_data, in_p
                                                      in_p_notes, in_p_overview, in_p_summary,
                                                      in_p_tables)
 from stl_mm.evaluation.robustness.results import data_source
+from stl_mm.evaluation.robustness.suite_cells import (CellContext, checked_cell, scan_dataset,
+                                                      suite_dataset, suite_pipeline)
 from stl_mm.evaluation.robustness.shape_bias import (shape_bias_cells, shape_bias_notes,
                                                      shape_bias_overview, shape_bias_summary_of,
                                                      shape_bias_tables)
@@ -42,78 +44,11 @@ __all__ = ['Suite', 'CellContext', 'SUITES', 'MODEL_CARD_FORMAT', 'suite_pipelin
            'suite_dataset', 'checked_cell', 'read_suite_specs', 'imagenet_cells', 'summarize',
            'suite_tables', 'model_card', 'evaluate_imagenet_robustness']
 
-CELL_META_KEYS = ('corruption', 'severity', 'real_labels')
 TOP1 = 'robustness/top1'
 REAL_TOP1 = 'robustness/real_top1'
 IN_C = 'in-c/'
 IN_V2 = 'in-v2/'
 MODEL_CARD_FORMAT = 'stl_mm.model_card/1'
-
-
-class CellContext(NamedTuple):
-    """What a suite's cell builder gets besides the suite's name.
-
-    Attributes:
-        cfg: The model config (its test pipeline is adapted per suite).
-        specs: Every suite's spec (:func:`read_suite_specs`).
-        selection: The run's choices: ``suites``, ``corruptions``, ``severities``,
-            ``v2_variants`` and those of any added suite.
-        on_the_fly: The suites whose data is made at load time (their on-the-fly spec).
-        allow_incomplete: ImageNet-C cells that do not match the clean set are evaluated.
-        pending: The cell names not in the results file yet.
-    """
-    cfg: Config
-    specs: Dict[str, dict]
-    selection: Dict[str, Any]
-    on_the_fly: FrozenSet[str]
-    allow_incomplete: bool
-    pending: Sequence[str]
-
-
-def _transform_type(transform: dict) -> str:
-    transform_type = transform.get('type', '')
-    return transform_type if isinstance(transform_type, str) else transform_type.__name__
-
-
-def suite_pipeline(model_pipeline: Sequence[dict],
-                   corruption_pipeline: Sequence[dict] = ()) -> List[dict]:
-    """The model's test pipeline, with the cell keys packed and optional corruption steps
-    inserted right after image loading."""
-    pipeline = [copy.deepcopy(dict(transform)) for transform in model_pipeline]
-    pack = [t for t in pipeline if _transform_type(t).split('.')[-1].startswith('Pack')]
-    if not pack:
-        raise ValueError('The model config\'s test pipeline has no PackInputs step; the '
-                         'robustness suites need one to carry corruption and severity.')
-    from mmpretrain.datasets.transforms import PackInputs
-    meta_keys = tuple(pack[-1].get('meta_keys', PackInputs.DEFAULT_META_KEYS))
-    pack[-1]['meta_keys'] = meta_keys + tuple(k for k in CELL_META_KEYS if k not in meta_keys)
-    if corruption_pipeline:
-        loads = [i for i, t in enumerate(pipeline) if 'LoadImage' in _transform_type(t)]
-        if not loads:
-            raise ValueError('On-the-fly corruptions go right after image loading, but the '
-                             'model\'s test pipeline has no LoadImageFromFile step.')
-        position = loads[0] + 1
-        pipeline[position:position] = [dict(t) for t in corruption_pipeline]
-    return pipeline
-
-
-def suite_dataset(cfg: Config, spec: dict, **cell_arguments) -> dict:
-    """The suite's dataset with the model's adapted test pipeline."""
-    model_dataset = cfg.test_dataloader['dataset']
-    if 'pipeline' not in model_dataset:
-        raise ValueError('The model config\'s test_dataloader.dataset has no pipeline; use a '
-                         'config with a plain (unwrapped) test dataset.')
-    dataset = dict(copy.deepcopy(spec['dataset']), **cell_arguments)
-    dataset['pipeline'] = suite_pipeline(model_dataset['pipeline'],
-                                         spec.get('corruption_pipeline', ()))
-    dataset.setdefault('test_mode', True)
-    return dataset
-
-
-def _scan(dataset: dict):
-    """The dataset of a config, built without its pipeline (reads the file list only)."""
-    from mmpretrain.registry import DATASETS
-    return DATASETS.build(dict(dataset, pipeline=[]))
 
 
 def _suite_cells(suite: str, cells: Dict[str, dict]) -> Dict[str, dict]:
@@ -135,35 +70,18 @@ def _one_cell(suite: str, selection: Dict[str, Any]) -> List[str]:
     return [suite]
 
 
-def checked_cell(context: CellContext, suite: str, name: str, dataset: Optional[dict] = None,
-                 **cell_arguments) -> dict:
-    """One cell of a suite; its data is read up front when it is pending.
-
-    Args:
-        context: The run's cell context.
-        suite: The suite (for the message and the default dataset).
-        name: The cell's name.
-        dataset: The cell's dataset config; defaults to :func:`suite_dataset` of the suite's
-            spec with ``cell_arguments``.
-    """
-    if dataset is None:
-        dataset = suite_dataset(context.cfg, context.specs[suite], **cell_arguments)
-    if name in context.pending:
-        try:
-            _scan(dataset)
-        except (FileNotFoundError, ValueError) as error:
-            raise SystemExit(
-                f'{SUITES[suite].title} cannot be read: {error}\nSet its data root in the '
-                f'suites file (configs/robustness/suites.py) or for this run with --data-root '
-                f'{suite}=PATH, or leave the suite out of --suites.')
-    return dict(name=name, dataset=dataset)
+def _suite_cell(context: CellContext, suite: str, name: str, **cell_arguments) -> dict:
+    """A cell on the suite's dataset with ``cell_arguments``, its data checked when pending."""
+    return checked_cell(context, SUITES[suite].title, suite, name,
+                        suite_dataset(context.cfg, context.specs[suite], **cell_arguments))
 
 
 def _dataset_cells(suite: str, context: CellContext) -> List[dict]:
-    return [checked_cell(context, suite, suite)]
+    return [_suite_cell(context, suite, suite)]
 
 
-def _top1_summary(suite: str, cells: Dict[str, dict], clean: Optional[float]) -> dict:
+def _top1_summary(suite: str, cells: Dict[str, dict], clean: Optional[float],
+                  spec: dict) -> dict:
     summary = {'top1': cells[suite]['metrics'][TOP1]}
     if clean and suite != 'in1k':
         summary['retention'] = 100 * summary['top1'] / clean
@@ -197,7 +115,7 @@ class Suite(NamedTuple):
         spec: Its entry in the suites file.
         cell_names: ``(suite, selection) -> names`` of its cells for this run.
         build_cells: ``(suite, CellContext) -> [{'name', 'dataset', 'expected_samples'}]``.
-        summarize: ``(suite, its recorded cells, clean top-1 or None) -> summary``.
+        summarize: ``(suite, its recorded cells, clean top-1 or None, spec) -> summary``.
         tables: ``(suite, its cells, summary) -> [Table]``.
         overview: ``(suite, its cells, summary) -> [(column, value)]``.
         data: ``(suite, spec, on_the_fly) -> how the results file records its data``.
@@ -210,7 +128,7 @@ class Suite(NamedTuple):
     spec: str
     cell_names: Callable[[str, Dict[str, Any]], List[str]] = _one_cell
     build_cells: Callable[[str, CellContext], List[dict]] = _dataset_cells
-    summarize: Callable[[str, Dict[str, dict], Optional[float]], dict] = _top1_summary
+    summarize: Callable[[str, Dict[str, dict], Optional[float], dict], dict] = _top1_summary
     tables: Callable[[str, Dict[str, dict], dict], List[Table]] = _top1_tables
     overview: Callable[[str, Dict[str, dict], dict], List[Tuple[str, Any]]] = _top1_overview
     data: Callable[[str, dict, bool], dict] = _files
@@ -222,7 +140,7 @@ class Suite(NamedTuple):
 
 def _class_counts(dataset: dict) -> Counter:
     """Images per wnid of a dataset config (scanned without its pipeline)."""
-    return Counter(IMAGENET_WNIDS[int(label)] for label in _scan(dataset).get_gt_labels())
+    return Counter(IMAGENET_WNIDS[int(label)] for label in scan_dataset(dataset).get_gt_labels())
 
 
 def _clean_reference(specs: Dict[str, dict], allow_incomplete: bool) -> Optional[Counter]:
@@ -267,7 +185,8 @@ def _in_c_cells(suite: str, context: CellContext) -> List[dict]:
     return cells
 
 
-def _in_c_summary(suite: str, cells: Dict[str, dict], clean: Optional[float]) -> dict:
+def _in_c_summary(suite: str, cells: Dict[str, dict], clean: Optional[float],
+                  spec: dict) -> dict:
     return summarize_robustness({parse_cell_name(name[len(IN_C):]): cell['metrics'][TOP1]
                                  for name, cell in cells.items()}, clean)
 
@@ -309,11 +228,12 @@ def _v2_names(suite: str, selection: Dict[str, Any]) -> List[str]:
 
 
 def _v2_cells(suite: str, context: CellContext) -> List[dict]:
-    return [checked_cell(context, suite, name, variant=name[len(IN_V2):])
+    return [_suite_cell(context, suite, name, variant=name[len(IN_V2):])
             for name in _v2_names(suite, context.selection)]
 
 
-def _v2_summary(suite: str, cells: Dict[str, dict], clean: Optional[float]) -> dict:
+def _v2_summary(suite: str, cells: Dict[str, dict], clean: Optional[float],
+                spec: dict) -> dict:
     summary = {}
     for name, cell in cells.items():
         variant = name[len(IN_V2):]
@@ -340,7 +260,8 @@ def _v2_overview(suite: str, cells: Dict[str, dict], summary: dict) -> List[Tupl
 
 # ImageNet-ReaL: one cell; ReaL top-1 and the original top-1 on the same images.
 
-def _real_summary(suite: str, cells: Dict[str, dict], clean: Optional[float]) -> dict:
+def _real_summary(suite: str, cells: Dict[str, dict], clean: Optional[float],
+                  spec: dict) -> dict:
     cell = cells[suite]
     return {'real_top1': cell['metrics'][REAL_TOP1], 'top1': cell['metrics'][TOP1],
             'images': cell['num_samples']}
@@ -441,14 +362,15 @@ def imagenet_cells(context: CellContext) -> List[dict]:
             for cell in SUITES[suite].build_cells(suite, context)]
 
 
-def summarize(cells: Dict[str, dict]) -> Dict[str, dict]:
-    """Per-suite summaries from the recorded cells (clean top-1 feeds retention and rel. mCE)."""
+def summarize(cells: Dict[str, dict], specs: Dict[str, dict]) -> Dict[str, dict]:
+    """Per-suite summaries from the recorded cells (clean top-1 feeds retention and rel. mCE)
+    and the suites' entries (from :func:`read_suite_specs`)."""
     clean = cells.get('in1k', {}).get('metrics', {}).get(TOP1)
     summaries = {}
     for suite, entry in SUITES.items():
         own = _suite_cells(suite, cells)
         if own:
-            summaries[suite] = entry.summarize(suite, own, clean)
+            summaries[suite] = entry.summarize(suite, own, clean, specs[suite])
     return summaries
 
 
@@ -573,7 +495,7 @@ def evaluate_imagenet_robustness(cfg: Config, config: str, checkpoint: str, out:
     # Retention and relative mCE need the clean top-1 even when in1k was not asked for.
     if 'in1k' in recorded:
         selected.setdefault('in1k', recorded['in1k'])
-    summaries = summarize(selected)
+    summaries = summarize(selected, specs)
 
     def write_card(base: str) -> None:
         write_json(model_card(results.data, results.path), base + '.card.json')

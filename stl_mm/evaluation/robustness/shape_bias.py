@@ -3,15 +3,13 @@ stimuli, evaluated with :class:`~stl_mm.evaluation.metrics.shape_bias.ShapeBias`
 decisions from the ImageNet-1K probabilities); the tables give the overall and per-category
 shape bias. The hooks (``shape_bias_*``) take the suite's name first, like every suite of the
 battery (:mod:`stl_mm.evaluation.robustness.imagenet`)."""
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-from mmengine.config import Config
+from typing import Any, Dict, List, Optional, Tuple
 
 from stl_mm.datasets.cue_conflict import CUE_CONFLICT_CATEGORIES
 from stl_mm.evaluation.reports import Table
-from stl_mm.evaluation.robustness.imagenet_p import checked_metric_cell, keyed_suite_dataset
+from stl_mm.evaluation.robustness.suite_cells import CellContext, checked_cell, suite_dataset
 
-__all__ = ['SHAPE_BIAS', 'SHAPE_BIAS_NOTE', 'cue_conflict_cells', 'shape_bias_cells',
+__all__ = ['SHAPE_BIAS', 'SHAPE_BIAS_NOTE', 'shape_bias_cells',
            'shape_bias_summary_of', 'shape_bias_tables', 'shape_bias_overview',
            'shape_bias_notes']
 
@@ -23,20 +21,15 @@ SHAPE_BIAS_NOTE = ('Shape bias: shape decisions among shape-or-texture decisions
 _PREFIX = 'shape_bias/'
 
 
-def cue_conflict_cells(cfg: Config, suite: str, spec: dict, pending: Sequence[str]) -> List[dict]:
+def shape_bias_cells(suite: str, context: CellContext) -> List[dict]:
     """The suite's one cell, with its own evaluator."""
-    return [checked_metric_cell(suite, 'The cue-conflict stimuli', suite,
-                                keyed_suite_dataset(cfg, spec, ('img_path', 'shape', 'texture')),
-                                dict(type='ShapeBias'), pending)]
+    dataset = suite_dataset(context.cfg, context.specs[suite], ('img_path', 'shape', 'texture'))
+    return [checked_cell(context, 'The cue-conflict stimuli', suite, suite, dataset,
+                         dict(type='ShapeBias'))]
 
 
-def shape_bias_cells(suite: str, context) -> List[dict]:
-    """The suite's cell from the battery's cell context (``cfg``, ``specs``, ``pending``)."""
-    return cue_conflict_cells(context.cfg, suite, context.specs[suite], context.pending)
-
-
-def shape_bias_summary_of(suite: str, cells: Dict[str, dict],
-                          clean: Optional[float] = None) -> dict:
+def shape_bias_summary_of(suite: str, cells: Dict[str, dict], clean: Optional[float],
+                          spec: dict) -> dict:
     """The cell's metrics without their prefix."""
     return {key[len(_PREFIX):]: value for key, value in cells[suite]['metrics'].items()
             if key.startswith(_PREFIX)}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from colour_classifier import (NOISE_FIGURES, NOISE_VIDEOS, TEMPORAL_FIGURES, TEMPORAL_VIDEOS,
-                               write_imagenet_p_tree, write_stimuli)
+                               write_imagenet_p_tree, write_model, write_stimuli)
 from PIL import Image
 
 from stl_mm.datasets.robustness import IMAGENET_V2_VARIANTS, IMAGENET_WNIDS
@@ -37,38 +37,6 @@ SPOONBILL_A = 'n01558993'  # class 15 (A only)
 COLOURS = {0: (200, 40, 40), 1: (40, 200, 40), 6: (40, 40, 200), 13: (200, 200, 40),
            15: (40, 200, 200)}
 CLASS_OF = {TENCH: 0, GOLDFISH: 1, STINGRAY: 6, JUNCO: 13, SPOONBILL_A: 15}
-
-
-MODEL_CONFIG = """
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['stl_mm', 'colour_backbone'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=1000, mean=[0., 0., 0.],
-                           std=[255., 255., 255.], to_rgb=True),
-    backbone=dict(type='ColourPassThroughBackbone'),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=1000, in_channels=3))
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-test_dataloader = dict(batch_size=4, num_workers=0,
-                       sampler=dict(type='DefaultSampler', shuffle=False),
-                       dataset=dict(type='WnidImageFolder', data_root='unused',
-                                    pipeline=test_pipeline))
-test_evaluator = dict(type='Accuracy')
-test_cfg = dict()
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_level = 'WARNING'
-"""
-
-
-def _nearest_colour_checkpoint(path: Path) -> None:
-    """A linear head that scores class k by -|c - colour_k|^2 up to a term shared by all k."""
-    weight, bias = torch.zeros(1000, 3), torch.full((1000, ), -1e4)
-    for label, colour in COLOURS.items():
-        centre = torch.tensor(colour, dtype=torch.float) / 255
-        weight[label], bias[label] = 2 * centre, -centre.square().sum()
-    torch.save({'state_dict': {'backbone.gain': torch.tensor(1.), 'head.fc.weight': weight,
-                               'head.fc.bias': bias}}, path)
 
 
 def _solid(folder: Path, name: str, label: int) -> None:
@@ -166,10 +134,9 @@ def world(tmp_path_factory) -> dict:
     _imagenet_v2(root / 'imagenetv2')
     _imagenet_sketch(root / 'sketch')
     _imagenet_real(root / 'imagenet-real')
-    config = root / 'colour_model.py'
-    config.write_text(MODEL_CONFIG)
-    checkpoint = root / 'colour_model.pth'
-    _nearest_colour_checkpoint(checkpoint)
+    # Scores -|c - colour_k|^2: the probabilities the shape-bias figures below were worked out
+    # with.
+    config, checkpoint = write_model(root, COLOURS, sharpness=1.)
     # ImageNet-P (the 10 perturbations) and cue-conflict stimuli: the sequences of
     # tests/data/colour_classifier.py (same class colours, so the same figures); every stimulus
     # is decided 'bird' (junco and robin are the only coloured classes of the 16 categories).

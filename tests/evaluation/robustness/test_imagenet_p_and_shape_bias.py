@@ -20,7 +20,7 @@ from stl_mm.datasets.cue_conflict import CueConflict
 from stl_mm.datasets.imagenet_p import (ALL_PERTURBATIONS, GENERATED_PERTURBATIONS, ImageNetP,
                                         LoadSequenceFrame, perturbation_frame, sequence_length)
 from stl_mm.engine.runner_setup import prepare_config
-from stl_mm.evaluation.metrics.perturbation import ALEXNET_IMAGENET_P, IMAGENET_P_PERTURBATIONS
+from stl_mm.evaluation.metrics.perturbation import IMAGENET_P_PERTURBATIONS
 from stl_mm.evaluation.robustness.imagenet import evaluate_imagenet_robustness, read_suite_specs
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -31,8 +31,10 @@ VIDEOS = {'rotate': TEMPORAL_VIDEOS, 'gaussian_noise': NOISE_VIDEOS}
 # rotate: FP = (2/4 + 0 + 0) / 3 = 16.67%, T5D = (16/4) / 3; gaussian_noise: FP = (2/4 + 1 + 0)
 # / 3 = 50%, T5D = (16/4 + 32/4 + 0) / 3 = 4.
 EXPECTED = {'rotate': TEMPORAL_FIGURES, 'gaussian_noise': NOISE_FIGURES}
-# Toy AlexNet figures, put into ALEXNET_IMAGENET_P for the test.
-ALEXNET = {'rotate': dict(flip_probability=50.0, top5_distance=4.0),
+# Toy AlexNet figures for the suites file: every benchmark perturbation needs them; only those
+# of the two evaluated enter FR, mFR and mT5D.
+ALEXNET = {**{p: dict(flip_probability=10.0, top5_distance=1.0) for p in IMAGENET_P_PERTURBATIONS},
+           'rotate': dict(flip_probability=50.0, top5_distance=4.0),
            'gaussian_noise': dict(flip_probability=50.0, top5_distance=12.0)}
 STIMULI = {'cat/cat1-clock1.png': CAT,  # shape decision
            'cat/cat2-dog1.png': DOG,  # texture decision
@@ -58,24 +60,33 @@ def world(tmp_path_factory) -> dict:
                 data_roots=data_roots)
 
 
+def suites_with_alexnet(tmp_path: Path, alexnet) -> str:
+    """The repository's suites file with ``alexnet_imagenet_p`` set to ``alexnet``."""
+    text = SUITE_CONFIG.read_text()
+    assert 'alexnet_imagenet_p = None\n' in text
+    path = tmp_path / 'suites_with_alexnet.py'
+    path.write_text(text.replace('alexnet_imagenet_p = None\n',
+                                 f'alexnet_imagenet_p = {alexnet!r}\n'))
+    return str(path)
+
+
 def _evaluate(world: dict, out: Path, suites=('in-p', 'shape-bias'),
               perturbations=('rotate', 'gaussian_noise'), on_the_fly=False,
-              data_roots=()) -> dict:
+              data_roots=(), suites_file=None) -> dict:
     """What the tool's main does."""
     cfg = prepare_config(world['config'], str(out.parent / 'work'))
     made = ['in-p'] if on_the_fly else False
-    specs = read_suite_specs(world['suites'], [*world['data_roots'], *data_roots], made)
+    specs = read_suite_specs(suites_file or world['suites'], [*world['data_roots'], *data_roots],
+                             made)
     evaluate_imagenet_robustness(cfg, world['config'], world['checkpoint'], str(out),
                                  list(suites), [], [], specs, on_the_fly=made,
                                  perturbations=list(perturbations))
     return json.loads(out.read_text())
 
 
-def test_both_suites_give_the_hand_computed_figures(world, tmp_path, monkeypatch):
-    for perturbation, figures in ALEXNET.items():
-        monkeypatch.setitem(ALEXNET_IMAGENET_P, perturbation, figures)
+def test_both_suites_give_the_hand_computed_figures(world, tmp_path):
     out = tmp_path / 'results.json'
-    results = _evaluate(world, out)
+    results = _evaluate(world, out, suites_file=suites_with_alexnet(tmp_path, ALEXNET))
     for perturbation, (fp, t5d) in EXPECTED.items():
         metrics = results['cells'][f'in-p/{perturbation}']['metrics']
         assert metrics['perturbation/flip_probability'] == pytest.approx(fp), perturbation
@@ -101,6 +112,27 @@ def test_both_suites_give_the_hand_computed_figures(world, tmp_path, monkeypatch
                  '## Shape bias (cue conflict)', '| cat | 50.00 | 1 | 1 |',
                  '| IN-P mFR | IN-P mT5D | shape bias |', '| 66.67 | 33.33 | 60.00 |'):
         assert line in markdown, line
+
+
+def test_without_alexnet_figures_no_rate_is_given_and_bad_ones_are_refused(world, tmp_path):
+    out = tmp_path / 'results.json'
+    results = _evaluate(world, out, suites=('in-p', ))
+    assert set(results['summary']['in-p']) == {'FP/rotate', 'T5D/rotate', 'FP/gaussian_noise',
+                                               'T5D/gaussian_noise', 'mFP', 'mT5D_raw'}
+    markdown = out.with_suffix('.md').read_text()
+    for line in ('| rotate | 16.67 | - | 1.33 | - | 3 |', '| - | - |',
+                 'FR, mFR and mT5D are left out: the suites file gives no AlexNet figures'):
+        assert line in markdown, line
+    partial = {'rotate': ALEXNET['rotate']}
+    negative = dict(ALEXNET, tilt=dict(flip_probability=-1.0, top5_distance=1.0))
+    for alexnet, message in ((partial, r"lacks AlexNet's figures for \['gaussian_noise'"),
+                             (negative, r"alexnet\)\['tilt'\] needs positive numbers for "
+                                        r"\['flip_probability'\]")):
+        bad_out = tmp_path / 'bad.json'
+        with pytest.raises(SystemExit, match=message):
+            _evaluate(world, bad_out, suites=('in-p', ),
+                      suites_file=suites_with_alexnet(tmp_path, alexnet))
+        assert not bad_out.exists()  # refused before anything was evaluated
 
 
 def test_cells_resume_and_the_set_grows(world, tmp_path):

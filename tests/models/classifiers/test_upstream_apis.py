@@ -32,10 +32,13 @@ def test_feature_extractor_gives_the_class_token_features(extractor):
     ``(cls_feat, patch_map)`` pair)."""
     images = [np.random.default_rng(i).integers(0, 256, (28, 28, 3), dtype=np.uint8)
               for i in range(2)]
+    cfg = Config.fromfile(str(CONFIG))
+    arch = cfg.demo_fan_arch
+    width, grid = arch['embed_dims'], cfg.img_size // arch['patch_size']
     feats = extractor(images, batch_size=2, stage='pre_logits')
-    assert len(feats) == 2 and all(f.shape == (32, ) for f in feats)
+    assert len(feats) == 2 and all(f.shape == (width, ) for f in feats)
     (cls_feat, patch_map), = extractor(images[1], stage='backbone')[0]
-    assert cls_feat.shape == (32, ) and patch_map.shape == (32, 8, 8)
+    assert cls_feat.shape == (width, ) and patch_map.shape == (width, grid, grid)
     torch.testing.assert_close(feats[1], cls_feat)
     # The same vector as extract_feat on the preprocessed image; the class layer on it gives
     # the model's tensor-mode logits.
@@ -55,7 +58,7 @@ def test_mmengine_flop_counter_traces_the_classifier():
     from mmengine.analysis import get_model_complexity_info
     cfg = Config.fromfile(str(CONFIG.with_name('fan_demo_baseline.py')))
     model = MODELS.build(copy.deepcopy(cfg.model)).eval()
-    info = get_model_complexity_info(model, inputs=(torch.zeros(1, 3, 32, 32), ),
-                                     show_table=False, show_arch=False)
+    image = torch.zeros(1, 3, cfg.img_size, cfg.img_size)
+    info = get_model_complexity_info(model, inputs=(image, ), show_table=False, show_arch=False)
     assert info['flops'] > 0
     assert info['params'] == sum(p.numel() for p in model.parameters())

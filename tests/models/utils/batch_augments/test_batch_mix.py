@@ -54,8 +54,8 @@ def test_aligned_cutmix_equals_area_pooled_pixel_labels():
     for seed in range(10):
         np.random.seed(seed)
         torch.manual_seed(seed)
-        ids = torch.arange(num, dtype=torch.float32).view(num, 1, 1, 1).expand(num, 3, size,
-                                                                                size).clone()
+        ids = torch.arange(num, dtype=torch.float32).view(num, 1, 1, 1)
+        ids = ids.expand(num, 3, size, size).clone()
         mixed_images, _ = cutmix(ids, torch.eye(num))
         record = cutmix.last_record
         source = F.one_hot(mixed_images[:, 0].long(), num).permute(0, 3, 1, 2).double()
@@ -75,8 +75,8 @@ def test_aligned_mixup_blends_with_lam():
 @pytest.mark.parametrize('ours, theirs', [
     (RecordingMixup(alpha=0.8), Mixup(alpha=0.8)),
     (RecordingCutMix(alpha=1.0), CutMix(alpha=1.0)),
-    (RecordingCutMix(alpha=1.0, cutmix_minmax=[0.2, 0.8]), CutMix(alpha=1.0,
-                                                                   cutmix_minmax=[0.2, 0.8])),
+    (RecordingCutMix(alpha=1.0, cutmix_minmax=[0.2, 0.8]),
+     CutMix(alpha=1.0, cutmix_minmax=[0.2, 0.8])),
 ])
 def test_recording_augments_mix_exactly_like_mmpretrain(ours, theirs):
     for seed in range(5):
