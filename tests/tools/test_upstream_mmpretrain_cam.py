@@ -51,13 +51,14 @@ def model_view(image_path: str) -> np.ndarray:
     return pipeline({'img_path': image_path})['inputs'].numpy().transpose(1, 2, 0)
 
 
-@pytest.mark.parametrize('target', [
-    # A FAN block: its output is the patch tokens alone (FAN.num_extra_tokens = 0).
-    ['--target-layers', 'backbone.blocks.0'],
-    # vis_cam's default layer, the norm before the last class attention (class token first).
-    ['--num-extra-tokens', '1'],
+@pytest.mark.parametrize('target, category', [
+    # A FAN block: its output is the patch tokens alone (FAN.num_extra_tokens = 0); the
+    # predicted category.
+    (['--target-layers', 'backbone.blocks.0'], []),
+    # vis_cam's default layer, the norm before the last class attention (class token first);
+    # a chosen category.
+    (['--num-extra-tokens', '1'], ['--target-category', '3']),
 ])
-@pytest.mark.parametrize('category', [[], ['--target-category', '3']])
 def test_vis_cam_writes_a_heat_map(checkpoint, garment, tmp_path, target, category):
     """It used to stop on the classifier's ``(logits, None)`` output, on the FAN blocks'
     ``(tokens, hw)`` outputs and on the demo test pipeline, which could not read a file."""

@@ -1,16 +1,19 @@
-"""Evaluate a classifier on the robustness battery: ImageNet-1K, -C, -A, -R, -V2, -Sketch, -ReaL.
+"""Evaluate a classifier on the robustness battery: ImageNet-1K, -C, -A, -R, -V2, -Sketch, -ReaL,
+-P and shape bias on the cue-conflict stimuli.
 
 Every suite runs as cells (one corruption at one severity for ImageNet-C, one variant for
-ImageNet-V2, the whole set otherwise) of stl_mm's RobustnessCellLoop with one runner. After
-every cell the results file is rewritten atomically, so an interrupted run resumes where it
-stopped. The file records what the numbers came from (checkpoint content, config, data roots
-and modes, real.json's content); a rerun whose inputs differ is refused. Every pending suite's
-data is read before anything runs, and published ImageNet-C cells are checked against the clean
-val set (same classes, same image counts). The tables (also in ``--out`` as ``.md``): clean
-top-1, ImageNet-C mCA, mCE and relative mCE (AlexNet-normalised, 15 benchmark corruptions),
-retention (mCA / clean), ImageNet-A/-R (200-class masks), -V2 (per variant) and -Sketch top-1,
-ReaL top-1 with the original top-1 on the same images. A model card (``--out`` as
-``.card.json``) holds the same figures, machine-readable.
+ImageNet-V2, one perturbation for ImageNet-P, the whole set otherwise) of stl_mm's
+RobustnessCellLoop with one runner. After every cell the results file is rewritten atomically,
+so an interrupted run resumes where it stopped. The file records what the numbers came from
+(checkpoint content, config, data roots and modes, real.json's content); a rerun whose inputs
+differ is refused. Every pending suite's data is read before anything runs, and published
+ImageNet-C cells are checked against the clean val set (same classes, same image counts). The
+tables (also in ``--out`` as ``.md``): clean top-1, ImageNet-C mCA, mCE and relative mCE
+(AlexNet-normalised, 15 benchmark corruptions), retention (mCA / clean), ImageNet-A/-R
+(200-class masks), -V2 (per variant) and -Sketch top-1, ReaL top-1 with the original top-1 on
+the same images, ImageNet-P flip probability and top-5 distance per perturbation (FR, mFR and
+mT5D with AlexNet's figures in the suites file), and the shape bias overall and per category. A
+model card (``--out`` as ``.card.json``) holds the same figures, machine-readable.
 
 Data roots live in configs/robustness/suites.py. Official FAN/STL checkpoints are accepted.
 

@@ -365,8 +365,9 @@ def test_the_whole_battery_by_default(world, tmp_path, capsys):
 
 
 def test_two_cpu_ranks_give_the_single_process_figures(world, tmp_path):
-    """Two gloo ranks split the images (odd counts are padded by the sampler) and record the
-    figures one process gives; padded duplicates do not count."""
+    """Two gloo ranks split the images, frames and stimuli (odd counts are padded by the
+    sampler) and record the figures one process gives; padded duplicates do not count (the
+    ImageNet-P and shape-bias metrics key their samples)."""
     out = tmp_path / 'two_ranks.json'
     env = dict(os.environ, OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / 'tests' / 'data'),
@@ -375,7 +376,8 @@ def test_two_cpu_ranks_give_the_single_process_figures(world, tmp_path):
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
          '--master_port', '29541', str(TOOL),
          *_tool_arguments(world, out, '--suites', 'in1k', 'in-v2', 'in-sketch', 'in-real',
-                          '--v2-variants', 'matched-frequency', 'top-images',
+                          'in-p', 'shape-bias', '--v2-variants', 'matched-frequency',
+                          'top-images', '--perturbations', 'rotate', 'gaussian_noise',
                           '--launcher', 'pytorch')],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -387,7 +389,13 @@ def test_two_cpu_ranks_give_the_single_process_figures(world, tmp_path):
     assert results['cells']['in-real']['metrics']['robustness/real_top1'] == pytest.approx(80.0)
     assert {name: cell['num_samples'] for name, cell in results['cells'].items()} == {
         'in1k': 4, 'in-v2/matched-frequency': 1000, 'in-v2/top-images': 1005,
-        'in-sketch': 1003, 'in-real': 5}
+        'in-sketch': 1003, 'in-real': 5, 'in-p/rotate': 15, 'in-p/gaussian_noise': 15,
+        'shape-bias': 3}
+    in_p = results['summary']['in-p']
+    assert (in_p['FP/rotate'], in_p['T5D/rotate']) == pytest.approx(TEMPORAL_FIGURES)
+    assert (in_p['FP/gaussian_noise'], in_p['T5D/gaussian_noise']) == pytest.approx(
+        NOISE_FIGURES)
+    assert results['summary']['shape-bias']['shape_bias'] == pytest.approx(100 / 3)
     assert out.with_suffix('.card.json').is_file() and out.with_suffix('.md').is_file()
 
 

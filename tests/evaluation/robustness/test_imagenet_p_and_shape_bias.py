@@ -3,9 +3,6 @@ tiny trees laid out like the releases (``<perturbation>/<wnid>/<name>.mp4`` vide
 OpenCV; ``<shape>/<shape><n>-<texture><m>.png`` stimuli), with a classifier whose predictions
 are known (tests/data/colour_classifier.py): every figure below is worked out by hand."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,33 +140,6 @@ def test_cells_resume_and_the_set_grows(world, tmp_path):
     second = _evaluate(world, out, suites=('in-p', ))
     assert second['summary']['in-p']['FP/rotate'] == 12.5
     assert second['summary']['in-p']['FP/gaussian_noise'] == pytest.approx(50.0)
-
-
-def test_two_cpu_ranks_give_the_single_process_figures(world, tmp_path):
-    """gloo ranks split the frames and stimuli (15 and 7 of them: the sampler pads) and the
-    metrics key them, so the figures are those of one process."""
-    single = _evaluate(world, tmp_path / 'single.json')
-    out = tmp_path / 'two_ranks.json'
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT), str(REPO_ROOT / 'tests' / 'data'), os.environ.get('PYTHONPATH', '')]))
-    result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-         '--master_port', '29547', str(TOOL), world['config'], world['checkpoint'],
-         '--suites', 'in-p', 'shape-bias', '--perturbations', 'rotate', 'gaussian_noise',
-         '--suite-config', world['suites'], '--data-root', *world['data_roots'],
-         '--out', str(out), '--work-dir', str(tmp_path / 'work'), '--launcher', 'pytorch'],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    saved = json.loads(out.read_text())
-    assert set(saved['cells']) == set(single['cells'])
-    for name, cell in single['cells'].items():
-        assert saved['cells'][name]['metrics'] == pytest.approx(cell['metrics']), name
-    for suite in ('in-p', 'shape-bias'):
-        assert saved['summary'][suite] == pytest.approx(single['summary'][suite]), suite
-    # Without AlexNet's figures no rate is given, rather than one normalised by anything else.
-    assert not {'mFR', 'mT5D', 'FR/rotate'} & set(saved['summary']['in-p'])
-    assert '| IN-P mFR | IN-P mT5D | shape bias |\n| :-- | --: | --: |\n| - | - | 60.00 |' in \
-        out.with_suffix('.md').read_text()
 
 
 def test_on_the_fly_sequences(world, tmp_path):

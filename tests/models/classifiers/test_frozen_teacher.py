@@ -81,7 +81,10 @@ def test_class_count_is_checked_against_the_student():
      'python tools/demo.py --work-dir work_dirs/demo'),
     ('/data/teachers/mine.pth', 'python tools/train.py CONFIG'),
 ])
-def test_missing_teacher_names_commands_and_configs_that_exist(checkpoint, command):
+def test_missing_teacher_names_commands_and_configs_that_exist(checkpoint, command, tmp_path,
+                                                               monkeypatch):
+    # Relative to an empty folder: a `make demo` run in the checkout must not make them exist.
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointReadError) as error:
         FrozenTeacher.from_config(teacher_cfg(), checkpoint)
     message = str(error.value)
