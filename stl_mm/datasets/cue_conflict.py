@@ -6,7 +6,6 @@ The 16-class mapping from ImageNet-1K classes ships as ``data/cue_conflict_categ
 this module, with its source.
 """
 import json
-import os
 import os.path as osp
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Dict, List, Tuple
 
 from mmpretrain.datasets import BaseDataset
 
-from stl_mm.datasets.robustness import IMAGENET_WNIDS
+from stl_mm.datasets.robustness import IMAGENET_WNIDS, class_folder_files
 from stl_mm.registry import register
 
 __all__ = ['CUE_CONFLICT_CATEGORIES', 'CUE_CONFLICT_INDICES', 'CueConflict', 'parse_stimulus']
@@ -80,29 +79,23 @@ class CueConflict(BaseDataset):
                                     'style-transfer-preprocessed-512).')
         labels = {category: label for label, category in enumerate(CUE_CONFLICT_CATEGORIES)}
         data_list = []
-        with os.scandir(root) as entries:
-            folders = sorted(entry.name for entry in entries if entry.is_dir())
-        for folder in folders:
-            if folder not in labels:
-                raise ValueError(f'Cue-conflict stimuli: {osp.join(root, folder)} is not one of '
-                                 f'the 16 categories ({", ".join(labels)}); remove it or point '
-                                 'data_root at the stimuli folder itself.')
-            with os.scandir(osp.join(root, folder)) as entries:
-                names = sorted(entry.name for entry in entries
-                               if entry.is_file() and not entry.name.startswith('.'))
-            for name in names:
-                path = osp.join(root, folder, name)
-                try:
-                    shape, texture = parse_stimulus(name)
-                except ValueError as error:
-                    raise ValueError(f'{error} (file {path}); remove files that are not '
-                                     'stimuli.') from None
-                if shape != folder:
-                    raise ValueError(f'Cue-conflict stimulus {path} has shape {shape!r} but '
-                                     f'lies in the {folder!r} folder; the release keeps each '
-                                     'stimulus in its shape category folder.')
-                data_list.append(dict(img_path=path, gt_label=labels[shape], shape=shape,
-                                      texture=texture))
+        stimuli = class_folder_files(
+            root, labels, lambda name: True,
+            lambda path: f'Cue-conflict stimuli: {path} is not one of the 16 categories '
+                         f'({", ".join(labels)}); remove it or point data_root at the stimuli '
+                         'folder itself.')
+        for folder, name, path in stimuli:
+            try:
+                shape, texture = parse_stimulus(name)
+            except ValueError as error:
+                raise ValueError(f'{error} (file {path}); remove files that are not '
+                                 'stimuli.') from None
+            if shape != folder:
+                raise ValueError(f'Cue-conflict stimulus {path} has shape {shape!r} but '
+                                 f'lies in the {folder!r} folder; the release keeps each '
+                                 'stimulus in its shape category folder.')
+            data_list.append(dict(img_path=path, gt_label=labels[shape], shape=shape,
+                                  texture=texture))
         if not data_list:
             raise FileNotFoundError(f'Cue-conflict stimuli: no stimuli found under {root}.')
         return data_list

@@ -16,7 +16,6 @@ figures differ from the release: no H.264 compression, other random draws, OpenC
 PIL/torchvision interpolation, and ``motion_blur`` and ``snow`` (ImageMagick motion blur in the
 release) and the validation perturbations are not generated.
 """
-import os
 import os.path as osp
 from typing import List, Optional, Tuple, Union
 
@@ -27,7 +26,7 @@ from mmpretrain.datasets import BaseDataset
 from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 
 from stl_mm.compat.imagecorruptions import corruption_seed
-from stl_mm.datasets.robustness import IMAGENET_WNIDS, WnidImageFolder
+from stl_mm.datasets.robustness import IMAGENET_WNIDS, WnidImageFolder, class_folder_files
 from stl_mm.evaluation.metrics.perturbation import (EXTRA_PERTURBATIONS,
                                                     IMAGENET_P_PERTURBATIONS)
 from stl_mm.registry import register
@@ -108,25 +107,18 @@ class ImageNetP(BaseDataset):
                 '--perturbations, or generate it with --in-p-on-the-fly.')
         labels = {wnid: label for label, wnid in enumerate(IMAGENET_WNIDS)}
         data_list = []
-        with os.scandir(root) as entries:
-            folders = sorted(entry.name for entry in entries if entry.is_dir())
-        for wnid in folders:
-            if wnid not in labels:
-                raise ValueError(f'ImageNet-P: {osp.join(root, wnid)} is not an ImageNet-1K '
-                                 'wnid; the perturbation folder must hold one folder per class '
-                                 '(e.g. n01440764) of MP4 videos.')
-            with os.scandir(osp.join(root, wnid)) as entries:
-                names = sorted(entry.name for entry in entries
-                               if entry.is_file() and entry.name.lower().endswith('.mp4'))
-            for name in names:
-                path = osp.join(root, wnid, name)
-                count = _frame_count(path)
-                if count < 2:
-                    raise ValueError(f'ImageNet-P video {path} has {count} frames; a sequence '
-                                     'needs at least 2. Re-extract it.')
-                sequence = f'{wnid}/{osp.splitext(name)[0]}'
-                data_list += [dict(img_path=path, gt_label=labels[wnid], sequence=sequence,
-                                   frame=frame, num_frames=count) for frame in range(count)]
+        videos = class_folder_files(
+            root, labels, lambda name: name.lower().endswith('.mp4'),
+            lambda path: f'ImageNet-P: {path} is not an ImageNet-1K wnid; the perturbation '
+                         'folder must hold one folder per class (e.g. n01440764) of MP4 videos.')
+        for wnid, name, path in videos:
+            count = _frame_count(path)
+            if count < 2:
+                raise ValueError(f'ImageNet-P video {path} has {count} frames; a sequence '
+                                 'needs at least 2. Re-extract it.')
+            sequence = f'{wnid}/{osp.splitext(name)[0]}'
+            data_list += [dict(img_path=path, gt_label=labels[wnid], sequence=sequence,
+                               frame=frame, num_frames=count) for frame in range(count)]
         if not data_list:
             raise FileNotFoundError(f'ImageNet-P: no .mp4 videos in the wnid folders of {root}.')
         return data_list

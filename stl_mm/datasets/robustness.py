@@ -18,7 +18,8 @@ import os
 import re
 import os.path as osp
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import (Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -33,7 +34,7 @@ from stl_mm.registry import register
 __all__ = ['IMAGENET_WNIDS', 'IMAGENET_A_WNIDS', 'IMAGENET_R_WNIDS', 'IMAGENET_V2_VARIANTS',
            'REAL_IMAGES', 'WnidImageFolder', 'ImageNetA', 'ImageNetR', 'ImageNetSketch',
            'ImageNetV2', 'ImageNetReaL', 'read_real_labels', 'ImageNetC', 'CorruptedImageNet',
-           'ImageCorruption', 'corruption_seed']
+           'ImageCorruption', 'corruption_seed', 'class_folder_files']
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 _DATA_DIR = Path(__file__).resolve().parent / 'data'
@@ -72,6 +73,26 @@ def _image_files(folder: str) -> List[str]:
 def _subfolders(folder: str) -> List[str]:
     with os.scandir(folder) as entries:
         return sorted(entry.name for entry in entries if entry.is_dir())
+
+
+def class_folder_files(root: str, known: Collection[str], wanted: Callable[[str], bool],
+                       unknown: Callable[[str], str]) -> Iterator[Tuple[str, str, str]]:
+    """``(folder, name, path)`` of the wanted files in ``root``'s class folders, sorted.
+
+    Args:
+        root: The folder of class folders.
+        known: The class folder names allowed.
+        wanted: Whether a file name is a sample (hidden files never are).
+        unknown: The message of the ``ValueError`` for a folder not in ``known``, from its path.
+    """
+    for folder in _subfolders(root):
+        if folder not in known:
+            raise ValueError(unknown(osp.join(root, folder)))
+        with os.scandir(osp.join(root, folder)) as entries:
+            names = sorted(entry.name for entry in entries if entry.is_file()
+                           and not entry.name.startswith('.') and wanted(entry.name))
+        for name in names:
+            yield folder, name, osp.join(root, folder, name)
 
 
 def _scan_wnid_folders(root: str, wnids: Sequence[str], what: str) -> List[dict]:
