@@ -33,11 +33,11 @@ from stl_mm.evaluation.robustness.imagenet_p import (in_p_cells, in_p_data, in_p
                                                      in_p_notes, in_p_overview, in_p_summary,
                                                      in_p_tables)
 from stl_mm.evaluation.robustness.results import data_source
-from stl_mm.evaluation.robustness.suite_cells import (CellContext, checked_cell, scan_dataset,
-                                                      suite_dataset, suite_pipeline)
 from stl_mm.evaluation.robustness.shape_bias import (shape_bias_cells, shape_bias_notes,
                                                      shape_bias_overview, shape_bias_summary_of,
                                                      shape_bias_tables)
+from stl_mm.evaluation.robustness.suite_cells import (CellContext, checked_cell, scan_dataset,
+                                                      suite_dataset, suite_pipeline)
 from stl_mm.utils import file_sha256, json_sha256
 
 __all__ = ['Suite', 'CellContext', 'SUITES', 'MODEL_CARD_FORMAT', 'suite_pipeline',

@@ -38,10 +38,10 @@ def transform_type(transform: dict) -> str:
     return step_type if isinstance(step_type, str) else step_type.__name__
 
 
-def suite_pipeline(model_pipeline: Sequence[dict],
-                   corruption_pipeline: Sequence[dict] = ()) -> List[dict]:
-    """The model's test pipeline, with the cell keys packed and optional corruption steps
-    inserted right after image loading."""
+def suite_pipeline(model_pipeline: Sequence[dict], corruption_pipeline: Sequence[dict] = (),
+                   keys: Sequence[str] = ()) -> List[dict]:
+    """The model's test pipeline, with the cell keys (and ``keys``) packed and optional
+    corruption steps inserted right after image loading."""
     pipeline = [copy.deepcopy(dict(transform)) for transform in model_pipeline]
     pack = [t for t in pipeline if transform_type(t).split('.')[-1].startswith('Pack')]
     if not pack:
@@ -49,7 +49,8 @@ def suite_pipeline(model_pipeline: Sequence[dict],
                          'robustness suites need one to carry corruption and severity.')
     from mmpretrain.datasets.transforms import PackInputs
     meta_keys = tuple(pack[-1].get('meta_keys', PackInputs.DEFAULT_META_KEYS))
-    pack[-1]['meta_keys'] = meta_keys + tuple(k for k in CELL_META_KEYS if k not in meta_keys)
+    added = tuple(dict.fromkeys(k for k in (*CELL_META_KEYS, *keys) if k not in meta_keys))
+    pack[-1]['meta_keys'] = meta_keys + added
     if corruption_pipeline:
         position = _load_step(pipeline, 'On-the-fly corruptions go right after image loading') + 1
         pipeline[position:position] = [dict(t) for t in corruption_pipeline]
@@ -80,10 +81,8 @@ def suite_dataset(cfg: Config, spec: dict, keys: Sequence[str] = (),
     if 'pipeline' not in model_dataset:
         raise ValueError('The model config\'s test_dataloader.dataset has no pipeline; use a '
                          'config with a plain (unwrapped) test dataset.')
-    pipeline = suite_pipeline(model_dataset['pipeline'], spec.get('corruption_pipeline', ()))
-    pack = [t for t in pipeline if transform_type(t).split('.')[-1].startswith('Pack')][-1]
-    pack['meta_keys'] = tuple(pack['meta_keys']) + tuple(
-        key for key in keys if key not in pack['meta_keys'])
+    pipeline = suite_pipeline(model_dataset['pipeline'], spec.get('corruption_pipeline', ()),
+                              keys)
     if loader is not None:
         pipeline[_load_step(pipeline, f'{loader} replaces image loading')] = dict(type=loader)
     dataset = dict(copy.deepcopy(spec['dataset']), **cell_arguments)
